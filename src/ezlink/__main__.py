@@ -1,0 +1,3 @@
+from ezlink.cli import main
+
+main()

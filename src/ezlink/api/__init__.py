@@ -1,0 +1,1 @@
+"""HTTP: routes, the OpenAI protocol, auth, and the one error renderer."""

@@ -1,0 +1,181 @@
+"""The OpenAI embeddings contract: parsing requests, rendering responses.
+
+Parsing is written out by hand rather than left to pydantic's union
+coercion: the contract is strict (no bools for ints, no floats, no empty
+strings, no mixed arrays) and every rejection must name its param.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from ezlink.config import LimitsConfig
+from ezlink.engine.types import EmbedRequest, EmbedResult, InputType
+from ezlink.errors import InvalidRequestError
+
+EncodingFormat = Literal["float", "base64"]
+ENCODING_FORMATS: dict[str, EncodingFormat] = {"float": "float", "base64": "base64"}
+INPUT_TYPES: dict[str, InputType] = {
+    "query": "query",
+    "document": "document",
+    "passage": "document",
+}
+INPUT_RULE = (
+    "`input` must be a non-empty string, an array of non-empty strings, an array of "
+    "token ids (integers >= 0), or an array of non-empty arrays of token ids."
+)
+
+
+@dataclass(frozen=True)
+class EmbeddingsCall:
+    model: str
+    encoding_format: EncodingFormat
+    request: EmbedRequest
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request. The body must be valid JSON "
+            "(UTF-8) with Content-Type: application/json."
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The JSON body of your request must be an object.")
+    return data
+
+
+def _is_token(value: object) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass: excluded
+
+
+def parse_input(
+    value: object, limits: LimitsConfig
+) -> tuple[list[str] | None, list[list[int]] | None]:
+    """(texts, None) or (None, token id lists), or InvalidRequestError."""
+    if value is None:
+        raise InvalidRequestError("Missing required parameter: `input`.", param="input")
+    if isinstance(value, str):
+        if not value:
+            raise InvalidRequestError("`input` must not be an empty string.", param="input")
+        return [value], None
+    if not isinstance(value, list) or not value:
+        raise InvalidRequestError(INPUT_RULE, param="input")
+    if len(value) > limits.max_inputs:
+        raise InvalidRequestError(
+            f"`input` has {len(value)} items, more than the limit of {limits.max_inputs} "
+            "inputs per request.",
+            param="input",
+        )
+    first = value[0]
+    if isinstance(first, str):
+        if all(isinstance(item, str) and item for item in value):
+            return value, None
+        raise InvalidRequestError(
+            "Every item of a string array `input` must be a non-empty string.", param="input"
+        )
+    if _is_token(first) or type(first) is int:
+        if all(_is_token(item) for item in value):
+            _check_token_count(value, 0, limits)
+            return None, [value]
+        raise InvalidRequestError(
+            "A token array `input` must hold only integers >= 0.", param="input"
+        )
+    if isinstance(first, list):
+        for index, item in enumerate(value):
+            if not (isinstance(item, list) and item and all(_is_token(t) for t in item)):
+                raise InvalidRequestError(
+                    f"`input[{index}]` must be a non-empty array of integer token ids >= 0.",
+                    param="input",
+                )
+            _check_token_count(item, index, limits)
+        return None, value
+    raise InvalidRequestError(INPUT_RULE, param="input")
+
+
+def _check_token_count(tokens: list[int], index: int, limits: LimitsConfig) -> None:
+    if len(tokens) > limits.max_input_tokens:
+        raise InvalidRequestError(
+            f"Input {index} has {len(tokens)} tokens, more than the limit of "
+            f"{limits.max_input_tokens} tokens per input.",
+            param="input",
+            code="context_length_exceeded",
+        )
+
+
+def _optional_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError(f"`{name}` must be a string.", param=name)
+    return value
+
+
+def parse_embeddings_call(body: bytes, limits: LimitsConfig) -> EmbeddingsCall:
+    data = parse_json_object(body)
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError(
+            "Missing required parameter: `model` (a non-empty string).", param="model"
+        )
+    texts, token_ids = parse_input(data.get("input"), limits)
+    requested_format = data.get("encoding_format") or "float"
+    encoding_format = (
+        ENCODING_FORMATS.get(requested_format) if isinstance(requested_format, str) else None
+    )
+    if encoding_format is None:
+        raise InvalidRequestError(
+            f"`encoding_format` must be 'float' or 'base64'; got {_short(requested_format)}.",
+            param="encoding_format",
+        )
+    dimensions = data.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+        raise InvalidRequestError(
+            f"`dimensions` must be an integer >= 1; got {_short(dimensions)}.", param="dimensions"
+        )
+    input_type = _optional_str(data, "input_type")
+    if input_type is not None and input_type not in INPUT_TYPES:
+        raise InvalidRequestError(
+            "`input_type` must be 'query', 'document' or 'passage'.", param="input_type"
+        )
+    return EmbeddingsCall(
+        model=model,
+        encoding_format=encoding_format,
+        request=EmbedRequest(
+            texts=texts,
+            token_ids=token_ids,
+            dimensions=dimensions,
+            input_type=INPUT_TYPES[input_type] if input_type else None,
+            user=_optional_str(data, "user"),
+        ),
+    )
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, bytes) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def render_embeddings(model: str, result: EmbedResult, encoding_format: EncodingFormat) -> bytes:
+    """The response body, encoded straight from the numpy rows."""
+    vectors = result.vectors
+    if encoding_format == "base64":
+        little_endian = vectors.astype("<f4", copy=False)
+        rows: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
+    else:
+        rows = list(np.ascontiguousarray(vectors, dtype=np.float32))
+    body = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": row, "index": index}
+            for index, row in enumerate(rows)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,1 @@
+"""Runtimes that turn batches of token ids into vectors; nothing here knows HTTP."""

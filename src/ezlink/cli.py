@@ -1,0 +1,173 @@
+"""The `ezlink` command: parse, call, print."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ezlink import __version__
+from ezlink.config import Settings, load_settings
+from ezlink.errors import ConfigError, EzlinkError
+
+app = typer.Typer(
+    help="ezlink: an OpenAI-compatible embeddings server and API gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML or TOML config file (default: $EZLINK_CONFIG, else built-in)."
+    ),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(1)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"ezlink {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """ezlink: an OpenAI-compatible embeddings server and API gateway."""
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [default: 8000].")] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Allow binding a non-loopback address with no master key (anyone may call).",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible API (the built-in default model without a config)."""
+    import uvicorn
+
+    from ezlink.app import create_app
+
+    settings = settings_or_exit(config)
+    host = host or settings.server.host
+    port = settings.server.port if port is None else port
+    if not settings.server.master_key and not is_loopback(host) and not insecure_no_auth:
+        raise fail(
+            f"Refusing to serve on {host} without a key: set EZLINK_MASTER_KEY, "
+            "or pass --insecure-no-auth to serve without authentication."
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def embed(
+    text: Annotated[str, typer.Argument(help="The text to embed.")],
+    model: Annotated[
+        str | None, typer.Option(help="Model name [default: the first model].")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Embed one text in-process and print a summary of the vector."""
+    import numpy as np
+
+    from ezlink.app import build_models
+    from ezlink.engine.registry import ModelRegistry
+    from ezlink.engine.types import EmbedRequest
+
+    settings = settings_or_exit(config)
+    registry = ModelRegistry(build_models(settings))
+    name = model or settings.models[0].id
+
+    async def run() -> None:
+        served = registry.get(name)
+        await served.start()
+        try:
+            result = await served.embed(EmbedRequest(texts=[text]))
+        finally:
+            await served.stop()
+        vector = result.vectors[0]
+        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
+        typer.echo(f"model:      {name}")
+        typer.echo(f"dimensions: {vector.shape[0]}")
+        typer.echo(f"tokens:     {result.prompt_tokens}")
+        typer.echo(f"norm:       {float(np.linalg.norm(vector)):.4f}")
+        typer.echo(f"vector:     [{head}, ...]")
+
+    try:
+        asyncio.run(run())
+    except (EzlinkError, ConfigError) as exc:
+        raise fail(getattr(exc, "message", str(exc))) from None
+
+
+@app.command("models")
+def list_models(config: ConfigOption = None) -> None:
+    """List the public model names a config serves."""
+    settings = settings_or_exit(config)
+    for model in settings.models:
+        aliases = f"  (aliases: {', '.join(model.aliases)})" if model.aliases else ""
+        typer.echo(f"{model.id}  [{model.kind}]{aliases}")
+
+
+@config_app.command("check")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="The config file to validate.")],
+) -> None:
+    """Validate a config file; exit 1 with the bad fields named."""
+    settings = settings_or_exit(file)
+    names = sum(len(m.public_names) for m in settings.models)
+    typer.echo(f"{file}: ok ({len(settings.models)} models, {names} public names)")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

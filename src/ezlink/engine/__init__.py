@@ -1,0 +1,1 @@
+"""Tokenization, the queue, batching and scheduling; knows nothing of HTTP."""

@@ -1,0 +1,197 @@
+"""Dynamic batching: one queue per model, batches run on worker threads.
+
+Requests put their tokenized inputs in the queue and wait. Each worker takes
+the next batch as soon as it is free, so a lone request runs at once and a
+crowd of them shares forward passes. A batch is formed round-robin across
+the waiting requests (so a 2048-input request cannot starve small ones
+behind it), each request's inputs shortest first (so one batch holds inputs
+of similar length, which cuts padding), under a padded-token budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ezlink.backends.base import Vectors
+from ezlink.config import BatchingConfig
+from ezlink.errors import InternalError, OverloadedError
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[Sequence[Sequence[int]]], Vectors]
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's inputs: those still queued, and the rows done so far."""
+
+    sequences: Sequence[Sequence[int]]
+    future: asyncio.Future[Vectors]
+    out: Vectors
+    waiting: deque[int]
+    queued_tokens: int
+    done: int = 0
+
+
+@dataclass
+class BatcherStats:
+    """Counters that metrics read; plain numbers, no dependency on a metrics library."""
+
+    batches: int = 0
+    inputs: int = 0
+    padded_tokens: int = 0
+    rejected_requests: int = 0
+
+
+class Batcher:
+    """Queues tokenized inputs of one model and runs them in batches."""
+
+    def __init__(
+        self, run_batch: RunBatch, dimension: int, config: BatchingConfig, workers: int
+    ) -> None:
+        self._run_batch = run_batch
+        self._dimension = dimension
+        self._config = config
+        self._workers = max(1, workers)
+        self._jobs: deque[_Job] = deque()
+        self._queued_tokens = 0
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stats = BatcherStats()
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._jobs)
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ezlink-infer")
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        """Finish what is queued and in flight, then stop the workers."""
+        while self._jobs or self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def embed(self, sequences: Sequence[Sequence[int]]) -> Vectors:
+        """Vectors for the inputs, in order; raises OverloadedError when the queue is full."""
+        tokens = sum(len(seq) for seq in sequences)
+        if self._queued_tokens and self._queued_tokens + tokens > self._config.max_queue_tokens:
+            self.stats.rejected_requests += 1
+            raise OverloadedError(
+                "The server is overloaded; retry shortly.",
+                headers={"Retry-After": str(self._retry_after_seconds())},
+            )
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            sequences=sequences,
+            future=loop.create_future(),
+            out=np.empty((len(sequences), self._dimension), dtype=np.float32),
+            waiting=deque(sorted(range(len(sequences)), key=lambda i: len(sequences[i]))),
+            queued_tokens=tokens,
+        )
+        self._jobs.append(job)
+        self._queued_tokens += tokens
+        self._wakeup.set()
+        try:
+            return await job.future
+        finally:
+            # A cancelled request (client gone) leaves the queue at once.
+            if job.waiting:
+                self._drop(job)
+
+    def _retry_after_seconds(self) -> int:
+        return 1
+
+    def _drop(self, job: _Job) -> None:
+        job.waiting.clear()
+        self._queued_tokens -= job.queued_tokens
+        job.queued_tokens = 0
+        if job in self._jobs:
+            self._jobs.remove(job)
+        self._signal_if_idle()
+
+    def _signal_if_idle(self) -> None:
+        if not self._jobs and not self._in_flight:
+            self._idle.set()
+
+    def _take_batch(self) -> list[tuple[_Job, int]]:
+        """Next batch: round-robin over requests, under the size and token budgets."""
+        batch: list[tuple[_Job, int]] = []
+        longest = 0
+        budget, max_size = self._config.max_batch_tokens, self._config.max_batch_size
+        while self._jobs and len(batch) < max_size:
+            job = self._jobs[0]
+            index = job.waiting[0]
+            length = len(job.sequences[index])
+            widest = max(longest, length)
+            if batch and (len(batch) + 1) * widest > budget:
+                break
+            longest = widest
+            batch.append((job, job.waiting.popleft()))
+            job.queued_tokens -= length
+            self._queued_tokens -= length
+            self._jobs.rotate(-1)
+            if not job.waiting:
+                self._jobs.pop()
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._jobs:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._take_batch()
+            self._in_flight += 1
+            try:
+                sequences = [job.sequences[index] for job, index in batch]
+                vectors = await loop.run_in_executor(self._executor, self._run_batch, sequences)
+            except Exception:
+                logger.exception("inference failed on a batch of %d inputs", len(batch))
+                self._fail({job for job, _ in batch})
+            else:
+                self._deliver(batch, vectors)
+            finally:
+                self._in_flight -= 1
+                self._signal_if_idle()
+
+    def _deliver(self, batch: list[tuple[_Job, int]], vectors: Vectors) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.inputs += len(batch)
+        stats.padded_tokens += len(batch) * max(len(job.sequences[i]) for job, i in batch)
+        for row, (job, index) in enumerate(batch):
+            if job.future.done():
+                continue
+            job.out[index] = vectors[row]
+            job.done += 1
+            if job.done == len(job.sequences):
+                job.future.set_result(job.out)
+
+    def _fail(self, jobs: set[_Job]) -> None:
+        for job in jobs:
+            if job.waiting:
+                self._drop(job)
+            if not job.future.done():
+                job.future.set_exception(InternalError("Inference failed."))

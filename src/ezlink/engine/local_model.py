@@ -1,0 +1,140 @@
+"""A model served in this process: tokenize, check limits, queue, post-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+from ezlink.backends.base import EmbeddingBackend, Vectors
+from ezlink.backends.model_files import ModelFiles, locate_model, read_model_files
+from ezlink.config import LimitsConfig, LocalModelConfig
+from ezlink.engine.batcher import Batcher
+from ezlink.engine.cl100k import UnknownTokenError, decode_cl100k
+from ezlink.engine.tokenization import ModelTokenizer
+from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
+from ezlink.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+
+def load_backend(config: LocalModelConfig, files: ModelFiles) -> EmbeddingBackend:
+    """The runtime the config asks for; `auto` picks the fastest for the device."""
+    from ezlink.backends.torch_backend import TorchBackend
+
+    return TorchBackend(files, device=config.device)
+
+
+def reduce_dimensions(vectors: Vectors, dimensions: int | None, normalize: bool) -> Vectors:
+    """Matryoshka: keep the first `dimensions` values, then L2-normalize."""
+    if dimensions is not None and dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
+        normalize = True
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return vectors.astype(np.float32, copy=False)
+
+
+class LocalModel:
+    """Serves one LocalModelConfig."""
+
+    def __init__(self, config: LocalModelConfig, limits: LimitsConfig) -> None:
+        self.config = config
+        self.limits = limits
+        self.files = read_model_files(locate_model(config.path, config.package))
+        self.max_input_tokens = min(
+            config.max_input_tokens or self.files.max_seq_length, limits.max_input_tokens
+        )
+        self.card = ModelCard(
+            id=config.id,
+            public_names=tuple(config.public_names),
+            owned_by=config.owned_by,
+            created=int(time.time()),
+            dimension=self.files.dimension,
+        )
+        self.tokenizer = ModelTokenizer(
+            self.files.directory, truncate_to=self.max_input_tokens if config.truncate else None
+        )
+        self.backend: EmbeddingBackend | None = None
+        self.batcher: Batcher | None = None
+
+    async def start(self) -> None:
+        """Load the weights (off the event loop) and start the workers."""
+        backend = await asyncio.to_thread(load_backend, self.config, self.files)
+        workers = self.config.batching.workers or backend.suggested_workers()
+        self.backend = backend
+        self.batcher = Batcher(backend.embed, backend.dimension, self.config.batching, workers)
+        await self.batcher.start()
+        logger.info("model %s ready (%s, %d dims)", self.config.id, backend.name, backend.dimension)
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.backend is not None:
+            self.backend.close()
+
+    def texts_of(self, request: EmbedRequest) -> list[str]:
+        """The texts to embed: token ids decoded, the configured prefix added."""
+        if request.texts is not None:
+            texts = request.texts
+        else:
+            assert request.token_ids is not None
+            try:
+                texts = [decode_cl100k(ids) for ids in request.token_ids]
+            except UnknownTokenError as exc:
+                raise InvalidRequestError(str(exc), param="input") from exc
+        prefix = (
+            self.config.query_prefix
+            if request.input_type == "query"
+            else self.config.document_prefix
+        )
+        return [prefix + text for text in texts] if prefix else texts
+
+    def tokenize(self, request: EmbedRequest) -> list[list[int]]:
+        """The model's own token ids per input, with the per-input and request limits applied."""
+        sequences = self.tokenizer.encode(self.texts_of(request))
+        for index, ids in enumerate(sequences):
+            if len(ids) > self.max_input_tokens:
+                raise InvalidRequestError(
+                    f"Input {index} has {len(ids)} tokens, more than this model's limit of "
+                    f"{self.max_input_tokens} tokens. Shorten the input.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
+        total = sum(len(ids) for ids in sequences)
+        if total > self.limits.max_request_tokens:
+            raise InvalidRequestError(
+                f"The request has {total} tokens in all, more than the limit of "
+                f"{self.limits.max_request_tokens} tokens per request.",
+                param="input",
+                code="max_tokens_per_request",
+            )
+        return sequences
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is None:
+            return
+        if not self.config.allow_dimensions:
+            raise InvalidRequestError(
+                f"The model `{self.config.id}` does not support `dimensions`.", param="dimensions"
+            )
+        if not 1 <= dimensions <= self.files.dimension:
+            raise InvalidRequestError(
+                f"`dimensions` must be between 1 and {self.files.dimension} for this model; "
+                f"got {dimensions}.",
+                param="dimensions",
+            )
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        if self.batcher is None:
+            raise RuntimeError("model not started")
+        self.check_dimensions(request.dimensions)
+        sequences = self.tokenize(request)
+        vectors = await self.batcher.embed(sequences)
+        return EmbedResult(
+            vectors=reduce_dimensions(vectors, request.dimensions, self.config.normalize),
+            prompt_tokens=sum(len(ids) for ids in sequences),
+        )

@@ -1,0 +1,22 @@
+"""Shared fixtures: one real server with the default model for the whole session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ezlink.engine.cl100k import seed_tiktoken_cache
+from tests.support.server import ServerProcess
+
+# LangChain's client tokenizes with tiktoken in the test process too.
+seed_tiktoken_cache()
+
+MASTER_KEY = "sk-test-master-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    """The default model behind the master key."""
+    with ServerProcess(master_key=MASTER_KEY) as process:
+        yield process

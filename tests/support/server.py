@@ -1,0 +1,99 @@
+"""Start a real `ezlink serve` process on a free loopback port, and always stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+STARTUP_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(data: Mapping[str, Any], directory: Path | None = None) -> Path:
+    directory = directory or Path(tempfile.mkdtemp(prefix="ezlink-test-"))
+    path = directory / "ezlink.yaml"
+    path.write_text(yaml.safe_dump(dict(data)), encoding="utf-8")
+    return path
+
+
+class ServerProcess:
+    """`ezlink serve` as a subprocess; use as a context manager."""
+
+    def __init__(
+        self,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        args: list[str] | None = None,
+        master_key: str | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.master_key = master_key
+        self.log_path = Path(tempfile.mkstemp(prefix="ezlink-server-", suffix=".log")[1])
+        command = [sys.executable, "-m", "ezlink", "serve", "--port", str(self.port)]
+        if config is not None:
+            command += ["--config", str(config)]
+        self.command = command + list(args or [])
+        self.env = {**os.environ, **(env or {})}
+        if master_key is not None:
+            self.env["EZLINK_MASTER_KEY"] = master_key
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.master_key}"} if self.master_key else {}
+
+    def start(self) -> ServerProcess:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            try:
+                httpx.get(self.api_url + "/models", headers=self.headers(), timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start in {STARTUP_TIMEOUT_S}s:\n{self.logs()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
