@@ -67,20 +67,22 @@ def parse_input(
         return [value], None
     if not isinstance(value, list) or not value:
         raise InvalidRequestError(INPUT_RULE, param="input")
-    if len(value) > limits.max_inputs:
+    first = value[0]
+    # A flat token array is one input, however long: its length is checked
+    # against the per-input token limit, not the count of inputs.
+    if len(value) > limits.max_inputs and type(first) is not int:
         raise InvalidRequestError(
             f"`input` has {len(value)} items, more than the limit of {limits.max_inputs} "
             "inputs per request.",
             param="input",
         )
-    first = value[0]
     if isinstance(first, str):
         if all(isinstance(item, str) and item for item in value):
             return value, None
         raise InvalidRequestError(
             "Every item of a string array `input` must be a non-empty string.", param="input"
         )
-    if _is_token(first) or type(first) is int:
+    if type(first) is int:
         if all(_is_token(item) for item in value):
             _check_token_count(value, 0, limits)
             return None, [value]
