@@ -113,6 +113,19 @@ class Settings(Strict):
     server: ServerConfig = ServerConfig()
     models: list[ModelConfig] = Field(default_factory=default_models)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_by_default(cls, data: Any) -> Any:
+        # `kind` tells the model configs apart; a model that gives none is local,
+        # so that the common case needs no `kind: local` line.
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            models = [
+                {"kind": "local", **model} if isinstance(model, dict) else model
+                for model in data["models"]
+            ]
+            data = {**data, "models": models}
+        return data
+
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
         seen: set[str] = set()
