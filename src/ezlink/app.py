@@ -11,15 +11,27 @@ from ezlink import __version__
 from ezlink.api.auth import Authenticator, MasterKeyAuthenticator
 from ezlink.api.errors import install_error_handlers
 from ezlink.api.middleware import RequestContextMiddleware
-from ezlink.api.routes import embeddings, models
-from ezlink.config import Settings
+from ezlink.api.routes import embeddings, models, upstreams
+from ezlink.config import LocalModelConfig, Settings
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
+from ezlink.engine.routing import RoutedModel, build_endpoints
 from ezlink.engine.types import ServedModel
 
 
 def build_models(settings: Settings) -> list[ServedModel]:
-    return [LocalModel(config, settings.server.limits) for config in settings.models]
+    local = {
+        config.id: LocalModel(config, settings.server.limits)
+        for config in settings.models
+        if isinstance(config, LocalModelConfig)
+    }
+    endpoints = build_endpoints(settings.upstreams)
+    return [
+        local[config.id]
+        if isinstance(config, LocalModelConfig)
+        else RoutedModel(config, endpoints, local)
+        for config in settings.models
+    ]
 
 
 def create_app(
@@ -53,4 +65,5 @@ def create_app(
     )
     app.include_router(embeddings.router)
     app.include_router(models.router)
+    app.include_router(upstreams.router)
     return app

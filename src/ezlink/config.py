@@ -80,7 +80,99 @@ class LocalModelConfig(Strict):
         return [self.id, *self.aliases]
 
 
-ModelConfig = Annotated[LocalModelConfig, Field(discriminator="kind")]
+class BreakerConfig(Strict):
+    """When an upstream is taken out of rotation, and for how long."""
+
+    # Consecutive failed calls that open the circuit.
+    failure_threshold: int = Field(5, ge=1)
+    # Seconds an open circuit waits before one probe call may test the upstream.
+    cooldown: float = Field(10.0, gt=0)
+
+
+class UpstreamConfig(Strict):
+    """An OpenAI-compatible /v1/embeddings endpoint that models may be routed to."""
+
+    name: str = Field(min_length=1)
+    # The API root, e.g. https://api.openai.com/v1 (…/embeddings is appended).
+    base_url: str = Field(pattern=r"^https?://[^\s]+$")
+    # The NAME of the environment variable holding the key, never the key itself.
+    api_key_env: str | None = None
+    # The upstream's own model name; a route may override it.
+    model: str | None = None
+    # `openai`: token-id inputs, `dimensions` and `user` are forwarded as they are.
+    # `other`: token ids are decoded to text, `dimensions` is applied here.
+    kind: Literal["openai", "other"] = "other"
+    # Seconds one call may take, from sending to the last byte of the answer.
+    timeout: float = Field(30.0, gt=0)
+    # Larger requests are split into calls of at most this many inputs.
+    max_inputs_per_request: int = Field(OPENAI_MAX_INPUTS, ge=1)
+    # Calls in flight to this upstream at once (across all requests).
+    max_concurrency: int = Field(8, ge=1)
+    headers: dict[str, str] = {}
+    breaker: BreakerConfig = BreakerConfig()
+
+    @model_validator(mode="after")
+    def _no_secret_in_url(self) -> UpstreamConfig:
+        authority = self.base_url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            raise ValueError("put credentials in `api_key_env`, not in `base_url`")
+        return self
+
+
+class RouteConfig(Strict):
+    """One way to serve a routed model: an upstream, or a local model."""
+
+    upstream: str | None = None
+    local: str | None = None
+    # Relative share of the traffic; 0 means fallback only.
+    weight: float = Field(1.0, ge=0)
+    # The upstream's model name for this route (default: the upstream's `model`).
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouteConfig:
+        if (self.upstream is None) == (self.local is None):
+            raise ValueError("give exactly one of `upstream` or `local`")
+        if self.local is not None and self.model is not None:
+            raise ValueError("`model` applies to upstream routes only")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.upstream or self.local or ""
+
+
+class RetryConfig(Strict):
+    """Retries of one call on the same route, before falling back to the next."""
+
+    retries: int = Field(2, ge=0)
+    # Exponential backoff with jitter: base * 2**attempt, capped, times U(0.5, 1).
+    backoff_base: float = Field(0.1, ge=0)
+    backoff_max: float = Field(2.0, ge=0)
+    # A 429/503 Retry-After longer than this sends the call to the next route instead.
+    max_retry_after: float = Field(10.0, ge=0)
+
+
+class RoutedModelConfig(Strict):
+    """A public model served by upstreams (and/or local models), with fallback."""
+
+    kind: Literal["upstream"]
+    id: str = Field(min_length=1)
+    aliases: list[str] = []
+    owned_by: str = "ezlink"
+    routes: list[RouteConfig] = Field(min_length=1)
+    retry: RetryConfig = RetryConfig()
+    # Seconds one client request may take in all, retries and fallbacks included.
+    timeout: float = Field(60.0, gt=0)
+    # Shown in the model card; the upstream decides the real width.
+    dimension: int | None = Field(None, ge=1)
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
+ModelConfig = Annotated[LocalModelConfig | RoutedModelConfig, Field(discriminator="kind")]
 
 
 class LimitsConfig(Strict):
@@ -96,9 +188,17 @@ class ServerConfig(Strict):
     # Secret for every /v1 route and the admin API; prefer EZLINK_MASTER_KEY.
     master_key: str | None = None
     limits: LimitsConfig = LimitsConfig()
+    # On SIGTERM: seconds in-flight requests may take to finish before their
+    # connections are closed (uvicorn's timeout_graceful_shutdown).
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # json: one object per line; text: readable lines; auto: text on a terminal, else json.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # Ask for the master key (as a bearer token) on GET /metrics.
+    metrics_require_key: bool = False
 
 
-def default_models() -> list[LocalModelConfig]:
+def default_models() -> list[LocalModelConfig | RoutedModelConfig]:
     return [
         LocalModelConfig(
             id=DEFAULT_MODEL_ID,
@@ -112,6 +212,7 @@ def default_models() -> list[LocalModelConfig]:
 class Settings(Strict):
     server: ServerConfig = ServerConfig()
     models: list[ModelConfig] = Field(default_factory=default_models)
+    upstreams: list[UpstreamConfig] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +228,27 @@ class Settings(Strict):
         return data
 
     @model_validator(mode="after")
+    def _routes_exist(self) -> Settings:
+        upstreams = {u.name: u for u in self.upstreams}
+        if len(upstreams) != len(self.upstreams):
+            raise ValueError("upstream names must be unique")
+        local = {m.id for m in self.models if isinstance(m, LocalModelConfig)}
+        for model in self.models:
+            if not isinstance(model, RoutedModelConfig):
+                continue
+            for route in model.routes:
+                if route.upstream is not None and route.upstream not in upstreams:
+                    raise ValueError(f"model `{model.id}`: no upstream named `{route.upstream}`")
+                if route.upstream is not None and not (route.model or upstreams[route.upstream].model):
+                    raise ValueError(
+                        f"model `{model.id}`: route to `{route.upstream}` needs a `model` "
+                        "(on the route or the upstream)"
+                    )
+                if route.local is not None and route.local not in local:
+                    raise ValueError(f"model `{model.id}`: no local model `{route.local}`")
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> Settings:
         seen: set[str] = set()
         for model in self.models:
@@ -139,6 +261,8 @@ class Settings(Strict):
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EZLINK_MASTER_KEY": ("server", "master_key"),
+    "EZLINK_LOG_LEVEL": ("server", "log_level"),
+    "EZLINK_LOG_FORMAT": ("server", "log_format"),
 }
 
 

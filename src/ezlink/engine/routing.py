@@ -1,0 +1,416 @@
+"""A routed model: one public name served by upstreams and local models.
+
+For each request the routes are ordered by weighted random choice (weight 0:
+fallback only, in config order). The whole request goes to one route at a
+time, so that every vector of one answer comes from the same model; it is
+split to the upstream's per-call input limit and the calls run concurrently,
+bounded by the upstream's ``max_concurrency``. A failed call (5xx, 429,
+timeout, broken connection, malformed answer) is retried on the same route
+with exponential backoff and jitter — or after the upstream's
+``Retry-After`` — then the request falls back to the next route. Each
+upstream has a circuit breaker (``engine.breaker``) shared by every model
+routed to it. A client's own error (4xx from the upstream) ends the request
+at once. Nothing waits past the model's ``timeout``.
+
+Read-only health for the admin API and metrics: ``UpstreamEndpoint.snapshot()``
+returns a frozen ``UpstreamSnapshot`` (circuit state, counts, last error,
+latency EWMA); ``upstream_snapshots(registry.models)`` lists one per upstream
+used by any routed model. Reading them never changes routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ezlink.backends.upstream import (
+    UpstreamBatch,
+    UpstreamCallFailed,
+    UpstreamClient,
+    UpstreamReply,
+    UpstreamUnreachable,
+)
+from ezlink.config import RetryConfig, RouteConfig, RoutedModelConfig, UpstreamConfig
+from ezlink.engine.breaker import CircuitBreaker, CircuitState
+from ezlink.engine.cl100k import UnknownTokenError, cl100k, decode_cl100k
+from ezlink.engine.local_model import reduce_dimensions
+from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard, ServedModel
+from ezlink.errors import (
+    EzlinkError,
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+# Weight of the newest latency sample in the moving average.
+LATENCY_EWMA_ALPHA = 0.2
+
+
+@dataclass(frozen=True)
+class UpstreamSnapshot:
+    """One upstream's health, as the admin API and metrics show it."""
+
+    name: str
+    url: str
+    kind: str
+    state: CircuitState
+    consecutive_failures: int
+    times_opened: int
+    retry_in_s: float
+    calls: int
+    failures: int
+    in_flight: int
+    latency_ewma_ms: float | None
+    last_error: str | None
+    last_error_age_s: float | None
+
+
+class UpstreamEndpoint:
+    """An upstream client with its circuit breaker and running statistics."""
+
+    def __init__(self, client: UpstreamClient, breaker: CircuitBreaker) -> None:
+        self.client = client
+        self.breaker = breaker
+        self.name = client.name
+        self.calls = 0
+        self.failures = 0
+        self.in_flight = 0
+        self.latency_ewma_ms: float | None = None
+        self.last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    def record_success(self, seconds: float) -> None:
+        self.breaker.record_success()
+        ms = seconds * 1000
+        previous = self.latency_ewma_ms
+        self.latency_ewma_ms = (
+            ms if previous is None else previous + LATENCY_EWMA_ALPHA * (ms - previous)
+        )
+
+    def record_failure(self, error: UpstreamCallFailed) -> None:
+        self.breaker.record_failure()
+        self.failures += 1
+        self.last_error = error.reason
+        self._last_error_at = time.monotonic()
+        logger.warning("upstream %s: %s", self.name, error.reason)
+
+    async def call(self, batch: UpstreamBatch) -> UpstreamReply:
+        """One call, with the breaker and statistics kept; the breaker was asked before."""
+        self.calls += 1
+        self.in_flight += 1
+        started = time.monotonic()
+        try:
+            reply = await self.client.embed(batch)
+        except UpstreamCallFailed as exc:
+            self.record_failure(exc)
+            raise
+        except EzlinkError:
+            # The client's own error: the upstream answered, so it is healthy.
+            self.record_success(time.monotonic() - started)
+            raise
+        except BaseException:
+            self.breaker.abandon()
+            raise
+        finally:
+            self.in_flight -= 1
+        self.record_success(time.monotonic() - started)
+        return reply
+
+    def snapshot(self) -> UpstreamSnapshot:
+        breaker = self.breaker.snapshot()
+        return UpstreamSnapshot(
+            name=self.name,
+            url=self.client.display_url,
+            kind=self.client.config.kind,
+            state=breaker.state,
+            consecutive_failures=breaker.consecutive_failures,
+            times_opened=breaker.times_opened,
+            retry_in_s=round(breaker.retry_in_s, 3),
+            calls=self.calls,
+            failures=self.failures,
+            in_flight=self.in_flight,
+            latency_ewma_ms=None
+            if self.latency_ewma_ms is None
+            else round(self.latency_ewma_ms, 2),
+            last_error=self.last_error,
+            last_error_age_s=(
+                None
+                if self._last_error_at is None
+                else round(time.monotonic() - self._last_error_at, 3)
+            ),
+        )
+
+
+def build_endpoints(configs: Iterable[UpstreamConfig]) -> dict[str, UpstreamEndpoint]:
+    return {
+        config.name: UpstreamEndpoint(UpstreamClient(config), CircuitBreaker(config.breaker))
+        for config in configs
+    }
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a routed model may send a request: an upstream model, or a local model."""
+
+    target: str
+    weight: float
+    endpoint: UpstreamEndpoint | None = None
+    upstream_model: str = ""
+    local: ServedModel | None = None
+
+
+class RouteFailed(Exception):
+    """Every try on one route failed; `error` is what the client would see."""
+
+    def __init__(self, error: EzlinkError, circuit_open: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.circuit_open = circuit_open
+
+
+def weighted_order(routes: Sequence[Route], rng: random.Random) -> list[Route]:
+    """Routes by weighted random choice without replacement; weight-0 routes last, in order."""
+    weighted = [r for r in routes if r.weight > 0]
+    # Efraimidis–Spirakis: sorting by u**(1/w) draws without replacement by weight.
+    weighted.sort(key=lambda r: rng.random() ** (1.0 / r.weight), reverse=True)
+    return weighted + [r for r in routes if r.weight <= 0]
+
+
+def backoff_delay(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
+    """Exponential backoff with jitter, so that retrying clients do not move in step."""
+    ceiling = min(retry.backoff_max, retry.backoff_base * 2.0**attempt)
+    return float(ceiling * (0.5 + 0.5 * rng.random()))
+
+
+def count_tokens(texts: list[str] | None, token_ids: list[list[int]] | None) -> int:
+    """Our own usage count when an upstream gives none: cl100k tokens, as OpenAI counts."""
+    if token_ids is not None:
+        return sum(len(ids) for ids in token_ids)
+    return sum(len(ids) for ids in cl100k().encode_ordinary_batch(texts or []))
+
+
+def chunks(count: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+class RoutedModel:
+    """Serves one RoutedModelConfig (a ServedModel)."""
+
+    def __init__(
+        self,
+        config: RoutedModelConfig,
+        endpoints: Mapping[str, UpstreamEndpoint],
+        local_models: Mapping[str, ServedModel],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.routes = [self._route(route, endpoints, local_models) for route in config.routes]
+        self.endpoints = list(
+            {r.endpoint.name: r.endpoint for r in self.routes if r.endpoint}.values()
+        )
+        self.rng = rng or random.Random()
+        self.card = ModelCard(
+            id=config.id,
+            public_names=tuple(config.public_names),
+            owned_by=config.owned_by,
+            created=int(time.time()),
+            dimension=config.dimension,
+            details={"routes": [r.target for r in self.routes]},
+        )
+
+    @staticmethod
+    def _route(
+        route: RouteConfig,
+        endpoints: Mapping[str, UpstreamEndpoint],
+        local_models: Mapping[str, ServedModel],
+    ) -> Route:
+        if route.local is not None:
+            return Route(
+                target=f"local:{route.local}", weight=route.weight, local=local_models[route.local]
+            )
+        assert route.upstream is not None
+        endpoint = endpoints[route.upstream]
+        model = route.model or endpoint.client.config.model or ""
+        return Route(
+            target=route.upstream, weight=route.weight, endpoint=endpoint, upstream_model=model
+        )
+
+    async def start(self) -> None:
+        # Local models are started by the registry that also serves them directly.
+        for endpoint in self.endpoints:
+            await endpoint.client.open()
+
+    async def stop(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout
+        failures: list[RouteFailed] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                for route in weighted_order(self.routes, self.rng):
+                    try:
+                        return await self._embed_on(route, request, deadline)
+                    except RouteFailed as failed:
+                        failures.append(failed)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"No route of model `{self.config.id}` answered within {self.config.timeout:g}s."
+            ) from None
+        raise self._final_error(failures)
+
+    def _final_error(self, failures: list[RouteFailed]) -> EzlinkError:
+        tried = [f for f in failures if not f.circuit_open]
+        if not tried:
+            waits = [r.endpoint.breaker.snapshot().retry_in_s for r in self.routes if r.endpoint]
+            wait = max(1, round(min(waits, default=1.0)))
+            return UpstreamUnavailableError(
+                f"Every upstream of model `{self.config.id}` is out of rotation "
+                "(circuit open); try again later.",
+                headers={"Retry-After": str(wait)},
+            )
+        last = tried[-1].error
+        summary = f"Every route of model `{self.config.id}` failed; last: {last.message}"
+        if isinstance(last, UpstreamTimeoutError):
+            return UpstreamTimeoutError(summary)
+        if all(_means_unavailable(f.error) for f in tried):
+            retry_after = last.retry_after if isinstance(last, UpstreamCallFailed) else None
+            headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
+            return UpstreamUnavailableError(summary, headers=headers)
+        if isinstance(last, UpstreamError):
+            return UpstreamError(summary)
+        return last
+
+    async def _embed_on(self, route: Route, request: EmbedRequest, deadline: float) -> EmbedResult:
+        if route.local is not None:
+            return await self._embed_locally(route.local, request)
+        assert route.endpoint is not None
+        endpoint = route.endpoint
+        if not endpoint.breaker.available():
+            raise RouteFailed(_circuit_open(endpoint.name), circuit_open=True)
+        client = endpoint.client
+        texts, token_ids = request.texts, request.token_ids
+        if token_ids is not None and not client.forwards_token_ids:
+            texts, token_ids = _decoded(token_ids), None
+        dimensions = request.dimensions if client.forwards_dimensions else None
+        parts = chunks(request.count, client.config.max_inputs_per_request)
+        batches = [
+            UpstreamBatch(
+                model=route.upstream_model,
+                texts=texts[part] if texts is not None else None,
+                token_ids=token_ids[part] if token_ids is not None else None,
+                dimensions=dimensions,
+                user=request.user,
+            )
+            for part in parts
+        ]
+        replies = await _gather_or_cancel(
+            [self._call_with_retries(endpoint, batch, deadline) for batch in batches]
+        )
+        if len({reply.vectors.shape[1] for reply in replies}) != 1:
+            raise RouteFailed(
+                UpstreamError(f"Upstream `{endpoint.name}` answered vectors of different widths.")
+            )
+        vectors = np.concatenate([reply.vectors for reply in replies])
+        if request.dimensions is not None and not client.forwards_dimensions:
+            if request.dimensions > vectors.shape[1]:
+                raise InvalidRequestError(
+                    f"`dimensions` must be between 1 and {vectors.shape[1]} for this model; "
+                    f"got {request.dimensions}.",
+                    param="dimensions",
+                )
+            vectors = reduce_dimensions(vectors, request.dimensions, normalize=False)
+        tokens = sum(
+            reply.prompt_tokens
+            if reply.prompt_tokens is not None
+            else count_tokens(batch.texts, batch.token_ids)
+            for reply, batch in zip(replies, batches, strict=True)
+        )
+        return EmbedResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=tokens)
+
+    async def _embed_locally(self, model: ServedModel, request: EmbedRequest) -> EmbedResult:
+        try:
+            return await model.embed(request)
+        except EzlinkError as exc:
+            if exc.status_code < 500:
+                raise
+            raise RouteFailed(exc) from None
+
+    async def _call_with_retries(
+        self, endpoint: UpstreamEndpoint, batch: UpstreamBatch, deadline: float
+    ) -> UpstreamReply:
+        retry = self.config.retry
+        loop = asyncio.get_running_loop()
+        last: UpstreamCallFailed | None = None
+        for attempt in range(retry.retries + 1):
+            if not endpoint.breaker.before_call():
+                raise RouteFailed(last or _circuit_open(endpoint.name), circuit_open=last is None)
+            try:
+                return await endpoint.call(batch)
+            except UpstreamCallFailed as exc:
+                last = exc
+            if not last.retryable or attempt == retry.retries:
+                break
+            delay = backoff_delay(attempt, retry, self.rng)
+            if last.retry_after is not None:
+                if last.retry_after > retry.max_retry_after:
+                    break
+                delay = max(delay, last.retry_after)
+            if loop.time() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+        assert last is not None
+        raise RouteFailed(last)
+
+
+def _decoded(token_ids: list[list[int]]) -> list[str]:
+    try:
+        return [decode_cl100k(ids) for ids in token_ids]
+    except UnknownTokenError as exc:
+        raise InvalidRequestError(str(exc), param="input") from exc
+
+
+def _circuit_open(name: str) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(f"Upstream `{name}` is out of rotation (circuit open).")
+
+
+def _means_unavailable(error: EzlinkError) -> bool:
+    if isinstance(error, UpstreamUnreachable | UpstreamUnavailableError):
+        return True
+    return isinstance(error, UpstreamCallFailed) and error.status in (429, 503)
+
+
+async def _gather_or_cancel(
+    calls: list[Coroutine[Any, Any, UpstreamReply]],
+) -> list[UpstreamReply]:
+    """All results in order; the first failure cancels the calls still running."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def upstream_snapshots(models: Iterable[object]) -> list[UpstreamSnapshot]:
+    """One snapshot per upstream used by any routed model among `models`."""
+    seen: dict[str, UpstreamEndpoint] = {}
+    for model in models:
+        if isinstance(model, RoutedModel):
+            for endpoint in model.endpoints:
+                seen.setdefault(endpoint.name, endpoint)
+    return [endpoint.snapshot() for endpoint in seen.values()]
