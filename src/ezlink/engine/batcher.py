@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +48,13 @@ class BatcherStats:
 
     batches: int = 0
     inputs: int = 0
+    # Real tokens run, and tokens run counting the padding: their ratio is
+    # how much of the compute went to real work.
+    tokens: int = 0
     padded_tokens: int = 0
     rejected_requests: int = 0
+    # Inputs of requests whose client left before they ran: never run.
+    dropped_inputs: int = 0
 
 
 class Batcher:
@@ -68,6 +75,8 @@ class Batcher:
         self._idle.set()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Recent throughput, to tell a rejected client when to come back.
+        self._tokens_per_second = 0.0
         self.stats = BatcherStats()
 
     @property
@@ -77,6 +86,10 @@ class Batcher:
     @property
     def queued_requests(self) -> int:
         return len(self._jobs)
+
+    @property
+    def running_batches(self) -> int:
+        return self._in_flight
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ezlink-infer")
@@ -118,10 +131,23 @@ class Batcher:
         finally:
             # A cancelled request (client gone) leaves the queue at once.
             if job.waiting:
-                self._drop(job)
+                self._cancel(job)
 
     def _retry_after_seconds(self) -> int:
-        return 1
+        """Seconds until the queue has drained at the recent pace (1 to 60)."""
+        if self._tokens_per_second <= 0:
+            return 1
+        return max(1, min(60, math.ceil(self._queued_tokens / self._tokens_per_second)))
+
+    def _cancel(self, job: _Job) -> None:
+        """The request was cancelled (its client left): what has not run never will."""
+        self.stats.dropped_inputs += len(job.waiting)
+        logger.info(
+            "request cancelled: dropped %d of its %d inputs before they ran",
+            len(job.waiting),
+            len(job.sequences),
+        )
+        self._drop(job)
 
     def _drop(self, job: _Job) -> None:
         job.waiting.clear()
@@ -166,21 +192,32 @@ class Batcher:
             self._in_flight += 1
             try:
                 sequences = [job.sequences[index] for job, index in batch]
+                started = time.perf_counter()
                 vectors = await loop.run_in_executor(self._executor, self._run_batch, sequences)
             except Exception:
                 logger.exception("inference failed on a batch of %d inputs", len(batch))
                 self._fail({job for job, _ in batch})
             else:
                 self._deliver(batch, vectors)
+                self._note_pace(sequences, time.perf_counter() - started)
             finally:
                 self._in_flight -= 1
                 self._signal_if_idle()
+
+    def _note_pace(self, sequences: Sequence[Sequence[int]], seconds: float) -> None:
+        tokens = sum(len(seq) for seq in sequences)
+        self.stats.tokens += tokens
+        self.stats.padded_tokens += len(sequences) * max(len(seq) for seq in sequences)
+        # Workers run side by side, so the server's pace is one worker's times their count.
+        pace = tokens / max(seconds, 1e-6) * self._workers
+        self._tokens_per_second = (
+            pace if not self._tokens_per_second else (0.8 * self._tokens_per_second + 0.2 * pace)
+        )
 
     def _deliver(self, batch: list[tuple[_Job, int]], vectors: Vectors) -> None:
         stats = self.stats
         stats.batches += 1
         stats.inputs += len(batch)
-        stats.padded_tokens += len(batch) * max(len(job.sequences[i]) for job, i in batch)
         for row, (job, index) in enumerate(batch):
             if job.future.done():
                 continue

@@ -1,0 +1,183 @@
+"""The batcher's scheduling, with a deterministic stand-in for the model.
+
+The stand-in maps each token sequence to a vector computed from that
+sequence alone, so a row that comes back in the wrong place, or from the
+wrong request, shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from ezlink.backends.base import Vectors
+from ezlink.config import BatchingConfig
+from ezlink.engine.batcher import Batcher
+from ezlink.errors import InternalError, OverloadedError
+
+DIMENSION = 3
+
+
+def vector_of(sequence: Sequence[int]) -> list[float]:
+    return [float(len(sequence)), float(sum(sequence)), float(sequence[0])]
+
+
+class RecordingModel:
+    """Runs batches like a model would, remembering each batch; can be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next = False
+
+    def __call__(self, sequences: Sequence[Sequence[int]]) -> Vectors:
+        self.gate.wait(timeout=10)
+        self.batches.append([list(seq) for seq in sequences])
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("model crashed")
+        return np.array([vector_of(seq) for seq in sequences], dtype=np.float32)
+
+    @property
+    def inputs_run(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+
+def make_batcher(model: RecordingModel, workers: int = 1, **config: int) -> Batcher:
+    return Batcher(model, DIMENSION, BatchingConfig(**config), workers=workers)
+
+
+async def wait_until_running(model: RecordingModel, batcher: Batcher) -> None:
+    """Wait for the first batch to be taken (the model is held at its gate)."""
+    for _ in range(1000):
+        if batcher.stats.batches or batcher.running_batches:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("no batch started")
+
+
+def sequences(count: int, start: int = 1, length: int = 4) -> list[list[int]]:
+    return [[start + i] * (1 + (start + i) % length) for i in range(count)]
+
+
+async def test_each_request_gets_its_own_rows_in_input_order() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, workers=2, max_batch_size=5)
+    await batcher.start()
+    requests = [sequences(n, start=100 * n) for n in range(1, 12)]
+    results = await asyncio.gather(*(batcher.embed(seqs) for seqs in requests))
+    await batcher.stop()
+    for seqs, vectors in zip(requests, results, strict=True):
+        assert vectors.tolist() == [vector_of(seq) for seq in seqs]
+
+
+async def test_batches_stay_within_the_size_and_padded_token_budgets() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=4, max_batch_tokens=20)
+    model.gate.clear()
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.embed([[1]]))
+    await wait_until_running(model, batcher)
+    # Queued while the first batch runs: they are batched together afterwards.
+    rest = [batcher.embed([[2] * length]) for length in (3, 9, 2, 5, 1, 7)]
+    pending = asyncio.gather(*rest)
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await asyncio.gather(first, pending)
+    await batcher.stop()
+    for batch in model.batches:
+        assert len(batch) <= 4
+        assert len(batch) * max(len(seq) for seq in batch) <= 20 or len(batch) == 1
+    assert batcher.stats.inputs == 7
+
+
+async def test_a_small_request_is_not_starved_by_a_huge_one_ahead_of_it() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=8)
+    model.gate.clear()
+    await batcher.start()
+    huge = asyncio.ensure_future(batcher.embed(sequences(2048)))
+    await wait_until_running(model, batcher)
+    small = asyncio.ensure_future(batcher.embed([[7, 7]]))
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await small
+    # The small request rode in one of the first batches after it arrived.
+    assert not huge.done()
+    assert model.inputs_run <= 3 * 8
+    await huge
+    await batcher.stop()
+
+
+async def test_a_cancelled_request_has_its_queued_inputs_dropped_unrun() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=4)
+    model.gate.clear()
+    await batcher.start()
+    leaving = asyncio.ensure_future(batcher.embed(sequences(100)))
+    await wait_until_running(model, batcher)
+    leaving.cancel()
+    await asyncio.sleep(0.01)
+    assert batcher.queued_tokens == 0
+    model.gate.set()
+    staying = await batcher.embed([[5]])
+    await batcher.stop()
+    assert staying.tolist() == [vector_of([5])]
+    # Only the batch already running when the client left was run.
+    assert model.inputs_run == 4 + 1
+    assert batcher.stats.dropped_inputs == 96
+
+
+async def test_a_full_queue_rejects_new_requests_at_once_with_retry_after() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=2, max_queue_tokens=50)
+    model.gate.clear()
+    await batcher.start()
+    running = asyncio.ensure_future(batcher.embed([[1] * 10] * 2))
+    await wait_until_running(model, batcher)
+    queued = asyncio.ensure_future(batcher.embed([[1] * 10] * 4))
+    await asyncio.sleep(0)
+    with pytest.raises(OverloadedError) as rejected:
+        await batcher.embed([[1] * 11])
+    assert rejected.value.status_code == 503
+    assert int(rejected.value.headers["Retry-After"]) >= 1
+    assert batcher.stats.rejected_requests == 1
+    # What was admitted is still served.
+    model.gate.set()
+    await asyncio.gather(running, queued)
+    await batcher.stop()
+
+
+async def test_a_request_larger_than_the_queue_is_admitted_when_the_queue_is_empty() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_queue_tokens=5)
+    await batcher.start()
+    vectors = await batcher.embed([[3] * 4, [4] * 4])
+    await batcher.stop()
+    assert vectors.shape == (2, DIMENSION)
+
+
+async def test_a_failed_batch_fails_its_requests_and_the_batcher_keeps_serving() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model)
+    await batcher.start()
+    model.fail_next = True
+    with pytest.raises(InternalError):
+        await batcher.embed([[1, 2]])
+    assert (await batcher.embed([[1, 2]])).tolist() == [vector_of([1, 2])]
+    await batcher.stop()
+
+
+async def test_stop_finishes_what_was_admitted() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=3)
+    await batcher.start()
+    pending = asyncio.ensure_future(batcher.embed(sequences(10)))
+    await asyncio.sleep(0)
+    await batcher.stop()
+    assert pending.done() and pending.result().shape == (10, DIMENSION)
