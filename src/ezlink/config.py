@@ -209,8 +209,22 @@ def default_models() -> list[LocalModelConfig | RoutedModelConfig]:
     ]
 
 
+class AccountsConfig(Strict):
+    """Issued keys, limits and usage (see the README's "Accounts" section)."""
+
+    # SQLAlchemy URL (sqlite:///..., postgresql://...); prefer EZLINK_DATABASE_URL.
+    # None: a SQLite file in $EZLINK_DATA_DIR (default ~/.local/share/ezlink).
+    database_url: str | None = None
+    # Shared rate limits across replicas; None: limits per process.
+    redis_url: str | None = None
+    # Usage rows are written in batches off the request path, this often.
+    usage_flush_interval_s: float = Field(0.5, gt=0)
+    usage_batch_size: int = Field(500, ge=1)
+
+
 class Settings(Strict):
     server: ServerConfig = ServerConfig()
+    accounts: AccountsConfig = AccountsConfig()
     models: list[ModelConfig] = Field(default_factory=default_models)
     upstreams: list[UpstreamConfig] = []
 
@@ -261,6 +275,8 @@ class Settings(Strict):
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "EZLINK_MASTER_KEY": ("server", "master_key"),
+    "EZLINK_DATABASE_URL": ("accounts", "database_url"),
+    "EZLINK_REDIS_URL": ("accounts", "redis_url"),
     "EZLINK_LOG_LEVEL": ("server", "log_level"),
     "EZLINK_LOG_FORMAT": ("server", "log_format"),
 }
