@@ -8,15 +8,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ezlink import __version__
-from ezlink.api.auth import Authenticator, MasterKeyAuthenticator
+from ezlink.accounts.service import Accounts
+from ezlink.api.auth import Authenticator
 from ezlink.api.errors import install_error_handlers
+from ezlink.api.key_auth import AccountsAuthenticator
 from ezlink.api.middleware import RequestContextMiddleware
-from ezlink.api.routes import embeddings, models, upstreams
+from ezlink.api.observe import AccessMiddleware
+from ezlink.api.routes import admin, embeddings, health, models, upstreams
 from ezlink.config import LocalModelConfig, Settings
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
 from ezlink.engine.routing import RoutedModel, build_endpoints
 from ezlink.engine.types import ServedModel
+from ezlink.ops.loading import ModelLoader
+from ezlink.ops.metrics import Metrics
+from ezlink.ops.readiness import ReadinessCheck
 
 
 def build_models(settings: Settings) -> list[ServedModel]:
@@ -40,14 +46,25 @@ def create_app(
     authenticator: Authenticator | None = None,
 ) -> FastAPI:
     registry = registry or ModelRegistry(build_models(settings))
+    metrics = Metrics(registry)
+    # Models load in the background so that the server listens at once and
+    # /ready (and /v1/embeddings, with 503) say so until they are loaded.
+    loader = ModelLoader(registry, on_loaded=lambda: metrics.attach_to_engine(registry))
+    # Keys, limits and usage; connects (and migrates) in the lifespan.
+    accounts = Accounts.from_config(settings.accounts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await registry.start()
+        await accounts.start()
+        loader.start()
         try:
             yield
         finally:
-            await registry.stop()
+            try:
+                await loader.stop()
+            finally:
+                # After the in-flight requests: writes the usage still pending.
+                await accounts.stop()
 
     app = FastAPI(
         title="ezlink",
@@ -58,12 +75,25 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.state.authenticator = authenticator or MasterKeyAuthenticator(settings.server.master_key)
+    app.state.metrics = metrics
+    app.state.loader = loader
+    # name → async check that raises when a dependency is unreachable (see ops.readiness).
+    readiness_checks: dict[str, ReadinessCheck] = {}
+    app.state.readiness_checks = readiness_checks
+    app.state.accounts = accounts
+    readiness_checks["database"] = accounts.ping_database
+    app.state.authenticator = authenticator or AccountsAuthenticator(
+        settings.server.master_key, accounts
+    )
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.server.limits.max_body_bytes
     )
+    # Added last, so outermost: it sees the final status of every request.
+    app.add_middleware(AccessMiddleware, metrics=metrics)
     app.include_router(embeddings.router)
     app.include_router(models.router)
+    app.include_router(health.router)
     app.include_router(upstreams.router)
+    app.include_router(admin.router)
     return app

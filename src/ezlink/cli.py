@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ezlink import __version__
+from ezlink.cli_upstreams import show_upstreams
 from ezlink.config import Settings, load_settings
 from ezlink.errors import ConfigError, EzlinkError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.command("upstreams")(show_upstreams)
 
 ConfigOption = Annotated[
     Path | None,
@@ -82,12 +84,20 @@ def serve(
             help="Allow binding a non-loopback address with no master key (anyone may call).",
         ),
     ] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error [default: $EZLINK_LOG_LEVEL, else info]."),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (the built-in default model without a config)."""
+    import logging
+    import math
+
     import uvicorn
 
     from ezlink.app import create_app
+    from ezlink.ops.banner import build_banner
+    from ezlink.ops.logging import configure_logging
 
     settings = settings_or_exit(config)
     host = host or settings.server.host
@@ -97,13 +107,25 @@ def serve(
             f"Refusing to serve on {host} without a key: set EZLINK_MASTER_KEY, "
             "or pass --insecure-no-auth to serve without authentication."
         )
+    level = (log_level or settings.server.log_level).lower()
+    configure_logging(level, settings.server.log_format)
+    application = create_app(settings)
+    banner = build_banner(
+        application.state.registry, host, port, master_key_set=bool(settings.server.master_key)
+    )
+    logging.getLogger("ezlink.serve").info(banner.text(), extra={"fields": banner.fields()})
     uvicorn.run(
-        create_app(settings),
+        application,
         host=host,
         port=port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=30,
+        # Our logging (JSON or text) and our access log (ezlink.access) replace uvicorn's.
+        log_config=None,
+        access_log=False,
+        log_level=level,
+        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_grace_seconds),
     )
+    if application.state.loader.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -72,10 +72,12 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.logs()}")
             try:
-                httpx.get(self.api_url + "/models", headers=self.headers(), timeout=1)
-                return self
+                # /ready answers 503 while the models load; tests want a loaded model.
+                if httpx.get(self.base_url + "/ready", timeout=1).status_code == 200:
+                    return self
             except httpx.TransportError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"server did not start in {STARTUP_TIMEOUT_S}s:\n{self.logs()}")
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class _Job:
     waiting: deque[int]
     queued_tokens: int
     done: int = 0
+    enqueued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Batcher:
         # Recent throughput, to tell a rejected client when to come back.
         self._tokens_per_second = 0.0
         self.stats = BatcherStats()
+        # Observer set by ezlink.ops.metrics: (inputs in the batch, seconds each waited).
+        self.on_batch: Callable[[int, Sequence[float]], None] | None = None
 
     @property
     def queued_tokens(self) -> int:
@@ -189,6 +192,9 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take_batch()
+            if self.on_batch is not None:
+                now = time.perf_counter()
+                self.on_batch(len(batch), [now - job.enqueued_at for job, _ in batch])
             self._in_flight += 1
             try:
                 sequences = [job.sequences[index] for job, index in batch]

@@ -9,10 +9,11 @@ from typing import TypeVar
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from ezlink.accounts.service import Accounts
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.protocol import parse_embeddings_call, render_embeddings
 from ezlink.engine.registry import ModelRegistry
-from ezlink.errors import ModelNotFoundError
+from ezlink.errors import ModelNotFoundError, OverloadedError
 
 router = APIRouter()
 T = TypeVar("T")
@@ -51,12 +52,38 @@ async def create_embeddings(
     if not principal.may_use(call.model):
         raise ModelNotFoundError(call.model)
     model = registry.get(call.model)
+    # Read by the access log and metrics (api.observe) once the response is sent.
+    request.state.model = call.model
+    request.state.inputs = call.request.count
+    if not registry.ready:
+        raise OverloadedError(
+            "The model is still loading; retry shortly.",
+            code="model_loading",
+            headers={"Retry-After": "1"},
+        )
+    # Quota and rate limits (429 past them); usage is recorded however it ends.
+    accounts: Accounts = request.app.state.accounts
+    meter = await accounts.admit(
+        key_id=principal.key_id,
+        limits=principal.limits,
+        model=call.model,
+        inputs=call.request.count,
+        user=call.request.user,
+        request_id=getattr(request.state, "request_id", None),
+    )
     try:
         result = await unless_disconnected(request, model.embed(call.request))
     except ClientDisconnected:
+        await accounts.settle(meter)
         # Nobody is listening; 499 is what proxies log for this.
         return Response(status_code=499)
+    except Exception as exc:
+        await accounts.settle(meter, error=exc)
+        raise
+    request.state.tokens = result.prompt_tokens
+    await accounts.settle(meter, tokens=result.prompt_tokens)
     return Response(
         render_embeddings(call.model, result, call.encoding_format),
         media_type="application/json",
+        headers=meter.headers,
     )

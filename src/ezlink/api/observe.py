@@ -1,0 +1,85 @@
+"""Pure ASGI middleware that measures and logs every HTTP request.
+
+It sits outside every other middleware, so it sees the final status even of
+requests refused early (413) or failed (500). Routes tell it what they did
+through ``request.state`` (``model``, ``inputs``, ``tokens``); the auth
+dependency leaves the ``principal`` there, whose display prefix is logged —
+never the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ezlink.ops.metrics import Metrics
+
+logger = logging.getLogger("ezlink.access")
+
+# Probes and scrapes arrive every few seconds; they are logged at debug only.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_of(scope: Scope) -> str:
+    """The route template (bounded label values), not the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        model = str(state.get("model") or "")
+        inputs = state.get("inputs")
+        tokens = state.get("tokens")
+        self.metrics.observe_request(route_of(scope), model, status, seconds, inputs, tokens)
+        principal = state.get("principal")
+        fields: dict[str, Any] = {
+            "request_id": state.get("request_id"),
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "status": status,
+            "latency_ms": round(seconds * 1000, 2),
+            "key": getattr(principal, "display", None),
+            "model": model or None,
+            "inputs": inputs,
+            "tokens": tokens,
+        }
+        fields = {key: value for key, value in fields.items() if value is not None}
+        level = logging.DEBUG if scope.get("path") in QUIET_PATHS else logging.INFO
+        logger.log(
+            level,
+            "%s %s %d %.1fms",
+            scope.get("method"),
+            scope.get("path"),
+            status,
+            seconds * 1000,
+            extra={"fields": fields},
+        )

@@ -1,0 +1,205 @@
+"""Prometheus metrics, one CollectorRegistry per app (so tests can build several apps).
+
+Request figures are observed by the API middleware as responses finish;
+engine figures (queue depth, batches, upstream circuits) are read from the
+served models when /metrics is scraped, so the engine needs no metrics
+library and costs nothing between scrapes. Batch sizes and time in queue
+come from the batcher's ``on_batch`` hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ezlink.engine.registry import ModelRegistry
+from ezlink.engine.routing import upstream_snapshots
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Embedding latencies run from ~5 ms (one short text) to tens of seconds (2048
+# long inputs on a CPU); the buckets cover that range with ~2x steps.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+CIRCUIT_STATES = ("up", "half_open", "open")
+
+BatchHook = Callable[[int, Sequence[float]], None]
+
+
+class Metrics:
+    """Every ezlink metric, registered on its own registry."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ezlink_requests",
+            "HTTP requests answered, by route template, model and status code.",
+            ["route", "model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ezlink_request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inputs = Counter(
+            "ezlink_embedding_inputs",
+            "Inputs embedded in successful requests.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "ezlink_embedding_tokens",
+            "Tokens embedded in successful requests (the `usage` the clients got).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "ezlink_batch_size",
+            "Inputs per inference batch.",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "ezlink_queue_wait_seconds",
+            "Time an input waited in the queue before its batch started.",
+            ["model"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(namespace="", registry=self.registry)
+        self.registry.register(EngineCollector(models))
+
+    def observe_request(
+        self,
+        route: str,
+        model: str,
+        status: int,
+        seconds: float,
+        inputs: int | None = None,
+        tokens: int | None = None,
+    ) -> None:
+        self.requests.labels(route, model, str(status)).inc()
+        self.latency.labels(route, model).observe(seconds)
+        if status == 200 and model:
+            if inputs is not None:
+                self.inputs.labels(model).inc(inputs)
+            if tokens is not None:
+                self.tokens.labels(model).inc(tokens)
+
+    def batch_hook(self, model: str) -> BatchHook:
+        """A callback for one model's batcher: batch size and each input's wait."""
+        size = self.batch_size.labels(model)
+        wait = self.queue_wait.labels(model)
+
+        def on_batch(inputs: int, waited: Sequence[float]) -> None:
+            size.observe(inputs)
+            for seconds in waited:
+                wait.observe(seconds)
+
+        return on_batch
+
+    def attach_to_engine(self, models: ModelRegistry) -> None:
+        """Hook every loaded batcher (call once the models have started)."""
+        for model in models.models:
+            batcher = getattr(model, "batcher", None)
+            if batcher is not None and hasattr(batcher, "on_batch"):
+                batcher.on_batch = self.batch_hook(model.card.id)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class EngineCollector(Collector):
+    """Reads the served models' own counters at scrape time."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily("ezlink_ready", "1 once every model is loaded, else 0.")
+        ready.add_metric([], 1.0 if self.models.ready else 0.0)
+        yield ready
+        yield from self._batcher_metrics()
+        yield from self._upstream_metrics()
+
+    def _batchers(self) -> Iterable[tuple[str, Any]]:
+        for model in self.models.models:
+            batcher = getattr(model, "batcher", None)
+            if batcher is not None:
+                yield model.card.id, batcher
+
+    def _batcher_metrics(self) -> Iterator[Metric]:
+        labels = ["model"]
+        queued_tokens = GaugeMetricFamily(
+            "ezlink_queue_tokens", "Tokens waiting in the model's queue.", labels=labels
+        )
+        queued_requests = GaugeMetricFamily(
+            "ezlink_queue_requests", "Requests with inputs waiting in the queue.", labels=labels
+        )
+        batches = CounterMetricFamily("ezlink_batches", "Inference batches run.", labels=labels)
+        padded = CounterMetricFamily(
+            "ezlink_batch_padded_tokens",
+            "Padded tokens computed (batch size x longest input), summed over batches.",
+            labels=labels,
+        )
+        rejected = CounterMetricFamily(
+            "ezlink_overload_rejections",
+            "Requests refused with 503 because the queue was full.",
+            labels=labels,
+        )
+        for name, batcher in self._batchers():
+            queued_tokens.add_metric([name], float(batcher.queued_tokens))
+            queued_requests.add_metric([name], float(getattr(batcher, "queued_requests", 0)))
+            stats = getattr(batcher, "stats", None)
+            if stats is not None:
+                batches.add_metric([name], float(stats.batches))
+                padded.add_metric([name], float(stats.padded_tokens))
+                rejected.add_metric([name], float(stats.rejected_requests))
+        yield from (queued_tokens, queued_requests, batches, padded, rejected)
+
+    def _upstream_metrics(self) -> Iterator[Metric]:
+        """Per upstream (shared by every model routed to it): circuit and call counts."""
+        labels = ["upstream"]
+        state = GaugeMetricFamily(
+            "ezlink_upstream_circuit_state",
+            "1 for the upstream's current circuit state (up, half_open, open), else 0.",
+            labels=[*labels, "state"],
+        )
+        opened = CounterMetricFamily(
+            "ezlink_upstream_circuit_opened", "Times the upstream's circuit opened.", labels=labels
+        )
+        calls = CounterMetricFamily(
+            "ezlink_upstream_calls", "Calls made to the upstream.", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "ezlink_upstream_errors",
+            "Calls to the upstream that failed (5xx, 429, timeout, connection, malformed).",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "ezlink_upstream_in_flight", "Calls to the upstream in flight.", labels=labels
+        )
+        for snapshot in upstream_snapshots(self.models.models):
+            for name in CIRCUIT_STATES:
+                state.add_metric([snapshot.name, name], 1.0 if snapshot.state == name else 0.0)
+            opened.add_metric([snapshot.name], float(snapshot.times_opened))
+            calls.add_metric([snapshot.name], float(snapshot.calls))
+            errors.add_metric([snapshot.name], float(snapshot.failures))
+            in_flight.add_metric([snapshot.name], float(snapshot.in_flight))
+        yield from (state, opened, calls, errors, in_flight)
