@@ -96,7 +96,7 @@ class UpstreamCallTimedOut(UpstreamCallFailed, UpstreamTimeoutError):
 
 
 class UpstreamUnreachable(UpstreamCallFailed):
-    """No connection could be made, or it broke before an answer."""
+    """No connection could be made: the upstream is down (503 when every route is)."""
 
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
@@ -256,8 +256,10 @@ class UpstreamClient:
                 raise UpstreamCallTimedOut(
                     self.name, f"no answer within {self.config.timeout:g}s"
                 ) from None
+            except httpx.ConnectError:
+                raise UpstreamUnreachable(self.name, "connection refused or unreachable") from None
             except httpx.TransportError as exc:
-                raise UpstreamUnreachable(self.name, _transport_reason(exc)) from None
+                raise UpstreamCallFailed(self.name, _transport_reason(exc)) from None
         return self.read_reply(response.status_code, response.headers, response.content, batch)
 
     def read_reply(
@@ -322,8 +324,6 @@ def _prompt_tokens(data: dict[str, Any]) -> int | None:
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or unreachable"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "the connection closed before a complete answer"
     # The class name only: exception texts may carry the URL.
