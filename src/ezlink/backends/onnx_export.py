@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 from ezlink.backends.model_files import ModelFiles
@@ -33,12 +34,10 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(files: ModelFiles) -> str:
-    import onnx
-    import torch
-    import transformers
-
     digest = hashlib.sha256()
-    for part in (EXPORT_FORMAT, torch.__version__, transformers.__version__, onnx.__version__):
+    # Versions read from package metadata: importing torch only to hash its
+    # version would cost a served model hundreds of MB of memory.
+    for part in (EXPORT_FORMAT, *(version(name) for name in ("torch", "transformers", "onnx"))):
         digest.update(part.encode() + b"\0")
     digest.update(f"{files.directory.resolve()}:{files.pooling}".encode() + b"\0")
     for path in sorted(files.directory.rglob("*")):
