@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ezlink import __version__
+from ezlink.cli_accounts import keys_app, usage
 from ezlink.cli_upstreams import show_upstreams
 from ezlink.config import Settings, load_settings
 from ezlink.errors import ConfigError, EzlinkError
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage)
 app.command("upstreams")(show_upstreams)
 
 ConfigOption = Annotated[
@@ -91,13 +94,11 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API (the built-in default model without a config)."""
     import logging
-    import math
-
-    import uvicorn
 
     from ezlink.app import create_app
     from ezlink.ops.banner import build_banner
     from ezlink.ops.logging import configure_logging
+    from ezlink.ops.serving import serve_app
 
     settings = settings_or_exit(config)
     host = host or settings.server.host
@@ -109,21 +110,15 @@ def serve(
         )
     level = (log_level or settings.server.log_level).lower()
     configure_logging(level, settings.server.log_format)
-    application = create_app(settings)
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:  # e.g. a model path with no model in it
+        raise fail(str(exc)) from None
     banner = build_banner(
         application.state.registry, host, port, master_key_set=bool(settings.server.master_key)
     )
     logging.getLogger("ezlink.serve").info(banner.text(), extra={"fields": banner.fields()})
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        # Our logging (JSON or text) and our access log (ezlink.access) replace uvicorn's.
-        log_config=None,
-        access_log=False,
-        log_level=level,
-        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_grace_seconds),
-    )
+    serve_app(application, host, port, level, settings.server.shutdown_grace_seconds)
     if application.state.loader.failed:
         raise typer.Exit(1)
 
@@ -144,7 +139,10 @@ def embed(
     from ezlink.engine.types import EmbedRequest
 
     settings = settings_or_exit(config)
-    registry = ModelRegistry(build_models(settings))
+    try:
+        registry = ModelRegistry(build_models(settings))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     name = model or settings.models[0].id
 
     async def run() -> None:
@@ -181,8 +179,17 @@ def list_models(config: ConfigOption = None) -> None:
 def check_config(
     file: Annotated[Path, typer.Argument(help="The config file to validate.")],
 ) -> None:
-    """Validate a config file; exit 1 with the bad fields named."""
+    """Validate a config file (and find its local models' files); exit 1 naming what is wrong."""
+    from ezlink.backends.model_files import locate_model
+    from ezlink.config import LocalModelConfig
+
     settings = settings_or_exit(file)
+    for model in settings.models:
+        if isinstance(model, LocalModelConfig):
+            try:
+                locate_model(model.path, model.package)
+            except ConfigError as exc:
+                raise fail(f"{file}: model `{model.id}`: {exc}") from None
     names = sum(len(m.public_names) for m in settings.models)
     typer.echo(f"{file}: ok ({len(settings.models)} models, {names} public names)")
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from fastapi import Request
 
+from ezlink.accounts.keys import KeyLimits
 from ezlink.errors import AuthenticationError, PermissionDeniedError
 
 
@@ -26,6 +27,8 @@ class Principal:
     is_admin: bool = False
     # Public model names this caller may use; None means all.
     allowed_models: frozenset[str] | None = None
+    # Rate limits and quota of an issued key; None: unlimited.
+    limits: KeyLimits | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

@@ -1,0 +1,207 @@
+"""The accounts service the API calls: keys, admission, metering."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ezlink.accounts.keys import ApiKey, KeyLimits, utcnow
+from ezlink.accounts.limits import (
+    Decision,
+    Limiter,
+    MemoryLimiter,
+    RedisLimiter,
+    Take,
+    format_reset,
+)
+from ezlink.accounts.store.database import default_database_url, make_engine, migrate
+from ezlink.accounts.store.repository import AccountsStore, UsageEvent
+from ezlink.accounts.usage import UsageRecorder
+from ezlink.config import AccountsConfig
+from ezlink.errors import EzlinkError, QuotaExceededError, RateLimitError
+
+# Status recorded for a request whose client left before the answer.
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Meter:
+    """One request's passage through the accounts: limits headers, then usage."""
+
+    key_id: str | None
+    model: str
+    inputs: int
+    user: str | None
+    request_id: str | None
+    limits: KeyLimits | None
+    started: float = field(default_factory=time.perf_counter)
+    headers: dict[str, str] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    status: int = CLIENT_CLOSED
+
+    def succeeded(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.status = 200
+
+
+def ratelimit_headers(limits: KeyLimits, decision: Decision) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the buckets a key has."""
+    headers: dict[str, str] = {}
+    states = iter(decision.states)
+    for kind, limit in (("requests", limits.rpm), ("tokens", limits.tpm)):
+        if limit is None:
+            continue
+        state = next(states)
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(state.remaining)))
+        headers[f"x-ratelimit-reset-{kind}"] = format_reset(state.reset_s)
+    return headers
+
+
+def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Take]:
+    """Admission (tokens=None): one request, and a positive token bucket.
+    Settlement: charge the tokens used, whatever the level."""
+    takes = []
+    if limits.rpm is not None:
+        cost = 0 if tokens is not None else 1
+        takes.append(Take(f"{key_id}:rpm", limits.rpm, cost, -1e18 if tokens is not None else 1))
+    if limits.tpm is not None:
+        cost = tokens or 0
+        takes.append(Take(f"{key_id}:tpm", limits.tpm, cost, -1e18 if tokens is not None else 1))
+    return takes
+
+
+class Accounts:
+    """Owns the database engine, the limiter and the usage recorder."""
+
+    def __init__(self, store: AccountsStore, limiter: Limiter, recorder: UsageRecorder) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.recorder = recorder
+        # Keys are never deleted, so once one exists the server stays closed.
+        self._has_keys = False
+
+    @classmethod
+    def from_config(cls, config: AccountsConfig) -> Accounts:
+        store = AccountsStore(make_engine(config.database_url or default_database_url()))
+        limiter: Limiter = RedisLimiter(config.redis_url) if config.redis_url else MemoryLimiter()
+        recorder = UsageRecorder(store, config.usage_flush_interval_s, config.usage_batch_size)
+        return cls(store, limiter, recorder)
+
+    async def start(self) -> None:
+        await migrate(self.store.engine)
+        self.recorder.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.recorder.stop()
+        finally:
+            await self.limiter.close()
+            await self.store.engine.dispose()
+
+    async def ping_database(self) -> None:
+        """A readiness check: raises when the database cannot be reached."""
+        await self.store.any_keys()
+
+    # -- keys ---------------------------------------------------------------
+
+    async def any_keys(self) -> bool:
+        if not self._has_keys:
+            self._has_keys = await self.store.any_keys()
+        return self._has_keys
+
+    async def find_key(self, secret: str) -> ApiKey | None:
+        """The key for a secret, read fresh from the database on every call:
+        no cache, so a disable or revoke holds from the next request on."""
+        return await self.store.find_by_secret(secret)
+
+    # -- admission and usage -------------------------------------------------
+
+    async def _admit(self, meter: Meter) -> None:
+        limits, key_id = meter.limits, meter.key_id
+        if key_id is None or limits is None:
+            return
+        left = limits.quota_left
+        if left is not None and left <= 0:
+            # Retrying cannot help: x-should-retry tells OpenAI's SDKs not to.
+            raise QuotaExceededError(
+                "You exceeded your current quota: this key has used "
+                f"{limits.used_tokens} of its {limits.quota_tokens} tokens.",
+                headers={"x-should-retry": "false"},
+            )
+        takes = bucket_takes(key_id, limits, None)
+        if not takes:
+            return
+        decision = await self.limiter.take(takes)
+        meter.headers = ratelimit_headers(limits, decision)
+        if not decision.allowed:
+            retry = max(1, int(decision.retry_after_s + 0.999))
+            raise RateLimitError(
+                f"Rate limit reached for this key: try again in {retry}s.",
+                headers={**meter.headers, "retry-after": str(retry)},
+            )
+
+    async def _settle(self, meter: Meter) -> None:
+        limits, key_id = meter.limits, meter.key_id
+        charged = False
+        if key_id is not None and limits is not None and meter.prompt_tokens:
+            if limits.tpm is not None:
+                decision = await self.limiter.take(
+                    bucket_takes(key_id, limits, meter.prompt_tokens)
+                )
+                meter.headers = ratelimit_headers(limits, decision)
+            if limits.quota_tokens is not None:
+                # Charged now, not at the next flush, so the very next request
+                # of this key (in any process) sees the quota it has left.
+                await self.store.charge(key_id, meter.prompt_tokens)
+                charged = True
+        self.recorder.record(
+            UsageEvent(
+                created_at=utcnow(),
+                key_id=meter.key_id,
+                model=meter.model,
+                inputs=meter.inputs,
+                prompt_tokens=meter.prompt_tokens,
+                status=meter.status,
+                latency_ms=(time.perf_counter() - meter.started) * 1000,
+                user=meter.user,
+                request_id=meter.request_id,
+                charged=charged,
+            )
+        )
+
+    async def admit(
+        self,
+        *,
+        key_id: str | None,
+        limits: KeyLimits | None,
+        model: str,
+        inputs: int,
+        user: str | None = None,
+        request_id: str | None = None,
+    ) -> Meter:
+        """Check the quota and take from the rate limits before the model runs.
+
+        Raises 429 (QuotaExceededError or RateLimitError, with Retry-After and
+        the x-ratelimit-* headers) and records the refusal.
+        """
+        meter = Meter(key_id, model, inputs, user, request_id, limits)
+        try:
+            await self._admit(meter)
+        except EzlinkError as exc:
+            await self.settle(meter, error=exc)
+            raise
+        return meter
+
+    async def settle(
+        self, meter: Meter, *, tokens: int | None = None, error: BaseException | None = None
+    ) -> None:
+        """After the request: charge the tokens and record its usage.
+
+        `tokens` for a success; `error` for a failure; neither: the client left.
+        """
+        if tokens is not None:
+            meter.succeeded(tokens)
+        elif error is not None:
+            meter.status = error.status_code if isinstance(error, EzlinkError) else 500
+        await self._settle(meter)

@@ -1,0 +1,1 @@
+"""The accounts database: SQLAlchemy tables, Alembic migrations, queries."""

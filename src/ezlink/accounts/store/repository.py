@@ -1,0 +1,275 @@
+"""Queries on the accounts tables; the only module that writes them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Date, case, cast, func, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ezlink.accounts.keys import (
+    ApiKey,
+    KeyLimits,
+    display_prefix,
+    generate_secret,
+    hash_secret,
+    new_key_id,
+    utcnow,
+)
+from ezlink.accounts.store.tables import api_keys, usage_events
+
+GroupBy = Literal["day", "key", "model"]
+# Fields `update_key` may change; the secret, id and counters never change.
+UPDATABLE = frozenset(
+    {"name", "owner", "expires_at", "disabled", "allowed_models", "rpm", "tpm", "quota_tokens"}
+)
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One /v1/embeddings request, as recorded."""
+
+    created_at: datetime
+    key_id: str | None
+    model: str
+    inputs: int
+    prompt_tokens: int
+    status: int
+    latency_ms: float
+    user: str | None = None
+    request_id: str | None = None
+    # True when the tokens were already added to the key's used_tokens at
+    # request time (keys with a quota), so the flush must not add them again.
+    charged: bool = False
+
+
+def _key_from_row(row: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        owner=row["owner"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        disabled=bool(row["disabled"]),
+        revoked_at=row["revoked_at"],
+        allowed_models=tuple(json.loads(row["allowed_models"])),
+        limits=KeyLimits(
+            rpm=row["rpm"],
+            tpm=row["tpm"],
+            quota_tokens=row["quota_tokens"],
+            used_tokens=int(row["used_tokens"]),
+        ),
+    )
+
+
+def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(changes)
+    if "allowed_models" in values:
+        values["allowed_models"] = json.dumps(sorted(set(values["allowed_models"] or ())))
+    return values
+
+
+class AccountsStore:
+    """Keys and usage in one database (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # -- keys ---------------------------------------------------------------
+
+    async def create_key(
+        self,
+        name: str,
+        *,
+        owner: str | None = None,
+        allowed_models: Sequence[str] = (),
+        rpm: int | None = None,
+        tpm: int | None = None,
+        quota_tokens: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret; the secret is not kept anywhere."""
+        secret = generate_secret()
+        values = _column_values(
+            {
+                "id": new_key_id(),
+                "name": name,
+                "owner": owner,
+                "key_hash": hash_secret(secret),
+                "prefix": display_prefix(secret),
+                "created_at": utcnow(),
+                "expires_at": expires_at,
+                "disabled": False,
+                "allowed_models": allowed_models,
+                "rpm": rpm,
+                "tpm": tpm,
+                "quota_tokens": quota_tokens,
+                "used_tokens": 0,
+            }
+        )
+        async with self.engine.begin() as connection:
+            await connection.execute(insert(api_keys).values(**values))
+        key = await self.get_key(values["id"])
+        assert key is not None
+        return key, secret
+
+    async def _one(self, *where: Any) -> ApiKey | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(api_keys).where(*where))).mappings().first()
+        return None if row is None else _key_from_row(row)
+
+    async def find_by_secret(self, secret: str) -> ApiKey | None:
+        return await self._one(api_keys.c.key_hash == hash_secret(secret))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """By id, or by the display prefix when that names one key."""
+        key = await self._one(api_keys.c.id == key_id)
+        if key is not None:
+            return key
+        async with self.engine.connect() as connection:
+            rows = (
+                (await connection.execute(select(api_keys).where(api_keys.c.prefix == key_id)))
+                .mappings()
+                .all()
+            )
+        return _key_from_row(rows[0]) if len(rows) == 1 else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self.engine.connect() as connection:
+            rows = (
+                (await connection.execute(select(api_keys).order_by(api_keys.c.created_at)))
+                .mappings()
+                .all()
+            )
+        return [_key_from_row(row) for row in rows]
+
+    async def any_keys(self) -> bool:
+        async with self.engine.connect() as connection:
+            found = await connection.execute(select(api_keys.c.id).limit(1))
+            return found.first() is not None
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+        if changes:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id == key_id)
+                    .values(**_column_values(changes))
+                )
+        return await self._one(api_keys.c.id == key_id)
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return await self._one(api_keys.c.id == key_id)
+
+    # -- usage --------------------------------------------------------------
+
+    async def charge(self, key_id: str, tokens: int) -> None:
+        """Add tokens to a key's used_tokens, atomically (safe across processes)."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(used_tokens=api_keys.c.used_tokens + tokens)
+            )
+
+    async def write_usage(self, events: Sequence[UsageEvent]) -> None:
+        """Insert events and charge the uncharged ones, all in one transaction.
+
+        One transaction means a failed flush leaves nothing behind and can be
+        retried whole: an event is counted once or not at all.
+        """
+        if not events:
+            return
+        owed: dict[str, int] = {}
+        for item in events:
+            if item.key_id is not None and not item.charged and item.prompt_tokens:
+                owed[item.key_id] = owed.get(item.key_id, 0) + item.prompt_tokens
+        rows = [
+            {
+                "created_at": item.created_at,
+                "key_id": item.key_id,
+                "model": item.model,
+                "inputs": item.inputs,
+                "prompt_tokens": item.prompt_tokens,
+                "status": item.status,
+                "latency_ms": item.latency_ms,
+                "user": item.user,
+                "request_id": item.request_id,
+            }
+            for item in events
+        ]
+        async with self.engine.begin() as connection:
+            # Counters first: on SQLite the first write takes the lock, and a
+            # transaction that starts by writing never has to upgrade a read lock.
+            for key_id, tokens in sorted(owed.items()):
+                await connection.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id == key_id)
+                    .values(used_tokens=api_keys.c.used_tokens + tokens)
+                )
+            await connection.execute(insert(usage_events), rows)
+
+    async def usage(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: GroupBy | None = None,
+    ) -> list[dict[str, Any]]:
+        """Totals of the recorded requests, optionally per day, key or model."""
+        columns: list[Any] = [
+            func.count().label("requests"),
+            func.coalesce(func.sum(usage_events.c.inputs), 0).label("inputs"),
+            func.coalesce(func.sum(usage_events.c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(case((usage_events.c.status >= 400, 1), else_=0)), 0).label(
+                "errors"
+            ),
+        ]
+        group: Any = None
+        if group_by == "day":
+            group = cast(usage_events.c.created_at, Date)
+            if self.engine.dialect.name == "sqlite":
+                group = func.date(usage_events.c.created_at)
+        elif group_by == "key":
+            group = usage_events.c.key_id
+        elif group_by == "model":
+            group = usage_events.c.model
+        query = select(*([group.label(group_by)] if group is not None else []), *columns)
+        if key_id is not None:
+            query = query.where(usage_events.c.key_id == key_id)
+        if model is not None:
+            query = query.where(usage_events.c.model == model)
+        if since is not None:
+            query = query.where(usage_events.c.created_at >= since)
+        if until is not None:
+            query = query.where(usage_events.c.created_at < until)
+        if group is not None:
+            query = query.group_by(group).order_by(group)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        result = []
+        for row in rows:
+            item = {name: row[name] for name in row.keys()}  # noqa: SIM118
+            if group_by == "day" and item["day"] is not None:
+                item["day"] = str(item["day"])
+            for name in ("requests", "inputs", "prompt_tokens", "errors"):
+                item[name] = int(item[name])
+            result.append(item)
+        return result

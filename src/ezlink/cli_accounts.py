@@ -1,0 +1,242 @@
+"""`ezlink keys ...` and `ezlink usage`: the accounts database, from the shell.
+
+These talk to the database directly (the same EZLINK_DATABASE_URL / config
+as the server), so they work with the server stopped and need no master key:
+whoever can read the database is already its administrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+
+from ezlink.accounts.keys import ApiKey, as_utc
+from ezlink.accounts.store.database import default_database_url, make_engine, migrate
+from ezlink.accounts.store.repository import AccountsStore
+from ezlink.config import load_settings
+from ezlink.errors import ConfigError
+
+T = TypeVar("T")
+
+keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $EZLINK_CONFIG, else built-in)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+KeyArgument = Annotated[str, typer.Argument(help="The key's id (key_...) or display prefix.")]
+ModelsOption = Annotated[
+    str | None, typer.Option("--models", help="Comma-separated public model names (empty: all).")
+]
+RpmOption = Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute.")]
+TpmOption = Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute.")]
+QuotaOption = Annotated[
+    int | None, typer.Option("--quota-tokens", min=0, help="Total token budget.")
+]
+ExpiresOption = Annotated[
+    str | None, typer.Option("--expires", help="Expiry, ISO 8601 date or time (UTC).")
+]
+OwnerOption = Annotated[str | None, typer.Option("--owner", help="Who the key is for.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(1)
+
+
+def _with_store(config: Path | None, work: Callable[[AccountsStore], Awaitable[T]]) -> T:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> T:
+        engine = make_engine(settings.accounts.database_url or default_database_url())
+        try:
+            await migrate(engine)
+            return await work(AccountsStore(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise _fail(f"{name}: not an ISO 8601 date or time: {value!r}") from None
+
+
+def _models(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def _print_key(key: ApiKey, as_json: bool, secret: str | None = None) -> None:
+    data: dict[str, Any] = key.to_public()
+    if secret is not None:
+        data["key"] = secret
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    if secret is not None:
+        typer.echo(secret)
+        typer.echo("(shown once: store it now)", err=True)
+        return
+    for name, value in data.items():
+        typer.echo(f"{name + ':':16}{'' if value is None else value}")
+
+
+async def _existing(store: AccountsStore, key_id: str) -> ApiKey:
+    key = await store.get_key(key_id)
+    if key is None:
+        raise _fail(f"no API key {key_id!r}")
+    return key
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="A name for the key.")],
+    owner: OwnerOption = None,
+    models: ModelsOption = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    quota_tokens: QuotaOption = None,
+    expires: ExpiresOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Issue a key and print its secret (the only time it is shown)."""
+    expires_at = _date(expires, "--expires")
+    key, secret = _with_store(
+        config,
+        lambda store: store.create_key(
+            name,
+            owner=owner,
+            allowed_models=_models(models),
+            rpm=rpm,
+            tpm=tpm,
+            quota_tokens=quota_tokens,
+            expires_at=expires_at,
+        ),
+    )
+    _print_key(key, as_json, secret)
+
+
+@keys_app.command("list")
+def list_keys(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Every key (never the secrets)."""
+    keys = _with_store(config, lambda store: store.list_keys())
+    if as_json:
+        typer.echo(json.dumps([key.to_public() for key in keys]))
+        return
+    typer.echo(f"{'ID':22} {'PREFIX':13} {'STATE':9} {'USED':>10} {'QUOTA':>10}  NAME")
+    for key in keys:
+        quota = "-" if key.limits.quota_tokens is None else str(key.limits.quota_tokens)
+        typer.echo(
+            f"{key.id:22} {key.prefix:13} {key.state():9} "
+            f"{key.limits.used_tokens:>10} {quota:>10}  {key.name}"
+        )
+
+
+@keys_app.command("show")
+def show(key_id: KeyArgument, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """One key's settings and usage counter."""
+    _print_key(_with_store(config, lambda store: _existing(store, key_id)), as_json)
+
+
+@keys_app.command("update")
+def update_key(
+    key_id: KeyArgument,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    owner: OwnerOption = None,
+    models: ModelsOption = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    quota_tokens: QuotaOption = None,
+    expires: ExpiresOption = None,
+    disable: Annotated[bool, typer.Option("--disable", help="Refuse the key for now.")] = False,
+    enable: Annotated[bool, typer.Option("--enable", help="Accept a disabled key again.")] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Change a key; only the options given change (--models '' allows every model)."""
+    if disable and enable:
+        raise _fail("--disable and --enable contradict each other")
+    changes: dict[str, Any] = {
+        field: value
+        for field, value in {
+            "name": name,
+            "owner": owner,
+            "rpm": rpm,
+            "tpm": tpm,
+            "quota_tokens": quota_tokens,
+            "expires_at": _date(expires, "--expires"),
+        }.items()
+        if value is not None
+    }
+    if models is not None:
+        changes["allowed_models"] = _models(models)
+    if disable or enable:
+        changes["disabled"] = disable
+
+    async def work(store: AccountsStore) -> ApiKey | None:
+        key = await _existing(store, key_id)
+        return await store.update_key(key.id, changes)
+
+    updated = _with_store(config, work)
+    assert updated is not None
+    _print_key(updated, as_json)
+
+
+@keys_app.command("revoke")
+def revoke(key_id: KeyArgument, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Revoke a key for good; servers refuse it from their next request on."""
+
+    async def work(store: AccountsStore) -> ApiKey | None:
+        key = await _existing(store, key_id)
+        return await store.revoke_key(key.id)
+
+    revoked = _with_store(config, work)
+    assert revoked is not None
+    _print_key(revoked, as_json)
+
+
+def usage(
+    key: Annotated[str | None, typer.Option("--key", help="Only this key (id or prefix).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From this date/time (UTC).")] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="day, key or model.")] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Recorded usage: requests, inputs, prompt tokens and errors."""
+    if group_by not in (None, "day", "key", "model"):
+        raise _fail("--group-by must be day, key or model")
+    grouping: Literal["day", "key", "model"] | None = group_by  # type: ignore[assignment]
+    since_at = _date(since, "--since")
+
+    async def work(store: AccountsStore) -> list[dict[str, Any]]:
+        key_id = None if key is None else (await _existing(store, key)).id
+        return await store.usage(key_id=key_id, model=model, since=since_at, group_by=grouping)
+
+    rows = _with_store(config, work)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    label = group_by or "total"
+    typer.echo(f"{label.upper():24} {'REQUESTS':>9} {'INPUTS':>9} {'TOKENS':>12} {'ERRORS':>7}")
+    for row in rows:
+        typer.echo(
+            f"{row.get(group_by, 'all') if group_by else 'all'!s:24} {row['requests']:>9} "
+            f"{row['inputs']:>9} {row['prompt_tokens']:>12} {row['errors']:>7}"
+        )
