@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +13,10 @@ from tests.support.server import ServerProcess
 
 # LangChain's client tokenizes with tiktoken in the test process too.
 seed_tiktoken_cache()
+
+# Servers started by tests keep their accounts database (SQLite) in a
+# throw-away directory, never in the user's ~/.local/share/ezlink.
+os.environ.setdefault("EZLINK_DATA_DIR", tempfile.mkdtemp(prefix="ezlink-test-data-"))
 
 MASTER_KEY = "sk-test-master-0123456789abcdef"
 
