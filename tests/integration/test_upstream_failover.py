@@ -1,0 +1,156 @@
+"""Load balancing, failover and request splitting across real upstream processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.support.fault_upstream import (
+    USAGE_PER_INPUT,
+    FaultUpstream,
+    fake_vector,
+    wait_until_ready,
+)
+from tests.support.server import ServerProcess, write_config
+
+FRONT_KEY = "sk-front-master-failover-0123456789"
+LOAD_REQUESTS = 240
+LOAD_THREADS = 4
+KILL_AFTER = 60
+BIG_REQUEST = 5000
+UPSTREAM_LIMIT = 2048
+
+
+def upstream(name: str, fault: FaultUpstream, model: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "base_url": fault.api_url,
+        "model": model,
+        "kind": "openai",
+        "timeout": 5,
+        "max_inputs_per_request": UPSTREAM_LIMIT,
+        "max_concurrency": 2,
+        "breaker": {"failure_threshold": 3, "cooldown": 600},
+    }
+
+
+@pytest.fixture(scope="module")
+def upstream_a() -> Iterator[FaultUpstream]:
+    with FaultUpstream(max_inputs=UPSTREAM_LIMIT) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def upstream_b() -> Iterator[FaultUpstream]:
+    with FaultUpstream(max_inputs=UPSTREAM_LIMIT) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def front(upstream_a: FaultUpstream, upstream_b: FaultUpstream) -> Iterator[ServerProcess]:
+    retry = {"retries": 1, "backoff_base": 0.01, "backoff_max": 0.05}
+    config = write_config(
+        {
+            "server": {"limits": {"max_inputs": BIG_REQUEST}},
+            "upstreams": [
+                upstream("a", upstream_a, "ok-a"),
+                upstream("b", upstream_b, "ok-b"),
+                upstream("limited", upstream_b, "ok-split"),
+            ],
+            "models": [
+                {
+                    "kind": "upstream",
+                    "id": "pair",
+                    "routes": [{"upstream": "a", "weight": 1}, {"upstream": "b", "weight": 1}],
+                    "retry": retry,
+                },
+                {"kind": "upstream", "id": "big", "routes": [{"upstream": "limited"}]},
+            ],
+        }
+    )
+    with ServerProcess(config=config, master_key=FRONT_KEY) as process:
+        wait_until_ready(process.base_url)
+        yield process
+
+
+def embed(client: httpx.Client, front: ServerProcess, model: str, inputs: Any) -> httpx.Response:
+    return client.post(
+        front.api_url + "/embeddings",
+        json={"model": model, "input": inputs},
+        headers=front.headers(),
+        timeout=60,
+    )
+
+
+def assert_vectors(answer: dict[str, Any], texts: list[str]) -> None:
+    got = np.array([row["embedding"] for row in answer["data"]], dtype=np.float32)
+    want = np.array([fake_vector(text) for text in texts], dtype=np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_request_larger_than_the_upstream_limit_is_split_and_kept_in_order(
+    front: ServerProcess, upstream_b: FaultUpstream
+) -> None:
+    texts = [f"input number {i}" for i in range(BIG_REQUEST)]
+    with httpx.Client() as client:
+        response = embed(client, front, "big", texts)
+    assert response.status_code == 200, response.text[:500]
+    answer = response.json()
+    assert [row["index"] for row in answer["data"]] == list(range(BIG_REQUEST))
+    assert_vectors(answer, texts)
+    assert answer["usage"]["prompt_tokens"] == USAGE_PER_INPUT * BIG_REQUEST
+    sizes = sorted(call["count"] for call in upstream_b.calls("ok-split"))
+    assert sizes == [BIG_REQUEST - 2 * UPSTREAM_LIMIT, UPSTREAM_LIMIT, UPSTREAM_LIMIT]
+
+
+def test_killing_one_of_two_upstreams_under_load_costs_no_client_an_error(
+    front: ServerProcess, upstream_a: FaultUpstream, upstream_b: FaultUpstream
+) -> None:
+    done = threading.Semaphore(0)
+    statuses: list[int] = []
+
+    def one_request(i: int, client: httpx.Client) -> None:
+        texts = [f"load {i}", f"load {i} again"]
+        response = embed(client, front, "pair", texts)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            assert_vectors(response.json(), texts)
+        done.release()
+
+    with httpx.Client() as client, ThreadPoolExecutor(LOAD_THREADS) as pool:
+        futures = [pool.submit(one_request, i, client) for i in range(LOAD_REQUESTS)]
+        for _ in range(KILL_AFTER):
+            done.acquire(timeout=60)
+        served_by_a = len(upstream_a.calls("ok-a"))
+        upstream_a.kill()
+        for future in futures:
+            future.result(timeout=60)
+
+    assert len(statuses) == LOAD_REQUESTS
+    assert set(statuses) == {200}
+    assert served_by_a > 0 and len(upstream_b.calls("ok-b")) > 0  # both took a share
+
+    admin = httpx.get(front.base_url + "/admin/upstreams", headers=front.headers(), timeout=5)
+    states = {row["name"]: row for row in admin.json()["data"]}
+    assert states["a"]["state"] == "open"
+    assert states["a"]["times_opened"] == 1
+    assert states["b"]["state"] == "up"
+
+
+def test_when_every_upstream_is_down_the_client_gets_503(
+    front: ServerProcess, upstream_a: FaultUpstream, upstream_b: FaultUpstream
+) -> None:
+    upstream_a.kill()
+    upstream_b.kill()
+    with httpx.Client() as client:
+        response = embed(client, front, "pair", ["anyone there?"])
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert error["type"] == "upstream_error"
