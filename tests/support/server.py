@@ -62,11 +62,16 @@ class ServerProcess:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.master_key}"} if self.master_key else {}
 
-    def start(self) -> ServerProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process and return at once (the models may still be loading)."""
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
+        return self.process
+
+    def start(self) -> ServerProcess:
+        self.process = self.launch()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

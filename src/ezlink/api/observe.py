@@ -42,6 +42,9 @@ class AccessMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        counted = scope.get("path") not in QUIET_PATHS
+        if counted:
+            self.metrics.in_flight.inc()
 
         async def send_observed(message: Message) -> None:
             nonlocal status
@@ -52,6 +55,8 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_observed)
         finally:
+            if counted:
+                self.metrics.in_flight.dec()
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:

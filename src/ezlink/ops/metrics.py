@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -54,6 +55,11 @@ class Metrics:
             "Time from the request's arrival to the end of its response.",
             ["route", "model"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ezlink_requests_in_flight",
+            "HTTP requests being answered now (probes and scrapes not counted).",
             registry=self.registry,
         )
         self.inputs = Counter(

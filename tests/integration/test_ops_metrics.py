@@ -1,0 +1,90 @@
+"""/metrics after real traffic: the counters move by exactly what the clients saw."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.server import ServerProcess
+
+MODEL = "text-embedding-ada-002"
+EMBEDDINGS = "/v1/embeddings"
+
+
+def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of /metrics, keyed by (name, labels)."""
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_counters_move_by_the_requests_inputs_and_tokens_served(server: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=server.api_url, api_key=server.master_key, max_retries=0)
+    before = scrape(server)
+    batches = [["a cat", "a dog", "a bird"], ["the quick brown fox jumps"], ["x"] * 5]
+    tokens = 0
+    for texts in batches:
+        tokens += client.embeddings.create(model=MODEL, input=texts).usage.prompt_tokens
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"route": EMBEDDINGS, "model": MODEL, "status": "200"}
+    assert delta("ezlink_requests_total", **ok) == len(batches)
+    assert delta("ezlink_embedding_inputs_total", model=MODEL) == 9
+    assert delta("ezlink_embedding_tokens_total", model=MODEL) == tokens
+    assert delta("ezlink_request_duration_seconds_count", route=EMBEDDINGS, model=MODEL) == 3
+    # Every input went through exactly one batch and waited in the queue once.
+    served = "all-minilm-l6-v2"
+    assert delta("ezlink_batch_size_sum", model=served) == 9
+    assert delta("ezlink_queue_wait_seconds_count", model=served) == 9
+    assert (
+        delta("ezlink_batches_total", model=served)
+        == delta("ezlink_batch_size_count", model=served)
+        >= 3
+    )
+
+
+def test_errors_are_counted_by_status(server: ServerProcess) -> None:
+    before = scrape(server)
+    unknown = httpx.post(
+        server.api_url + "/embeddings",
+        json={"model": "no-such-model", "input": "hi"},
+        headers=server.headers(),
+        timeout=10,
+    )
+    no_key = httpx.post(
+        server.api_url + "/embeddings", json={"model": MODEL, "input": "hi"}, timeout=10
+    )
+    missing = httpx.get(server.base_url + "/no/such/route", timeout=10)
+    assert (unknown.status_code, no_key.status_code, missing.status_code) == (404, 401, 404)
+    after = scrape(server)
+
+    def delta(**labels: str) -> float:
+        return value(after, "ezlink_requests_total", **labels) - value(
+            before, "ezlink_requests_total", **labels
+        )
+
+    # An unknown model is not a label value (it would let clients grow the series).
+    assert delta(route=EMBEDDINGS, model="", status="404") == 1
+    assert delta(route=EMBEDDINGS, model="", status="401") == 1
+    assert delta(route="unmatched", model="", status="404") == 1
+
+
+def test_engine_and_process_figures_are_exposed(server: ServerProcess) -> None:
+    samples = scrape(server)
+    assert value(samples, "ezlink_ready") == 1
+    assert value(samples, "ezlink_queue_tokens", model="all-minilm-l6-v2") == 0
+    assert value(samples, "ezlink_requests_in_flight") == 0
+    assert value(samples, "process_resident_memory_bytes") > 10_000_000
