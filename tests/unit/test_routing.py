@@ -1,0 +1,183 @@
+"""Routing logic: breaker states, weighted order, backoff, splitting, fallback rules."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ezlink.config import BreakerConfig, RetryConfig, RoutedModelConfig
+from ezlink.engine.breaker import CircuitBreaker
+from ezlink.engine.routing import (
+    Route,
+    RoutedModel,
+    backoff_delay,
+    chunks,
+    count_tokens,
+    weighted_order,
+)
+from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
+from ezlink.errors import InvalidRequestError, OverloadedError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(threshold: int = 3, cooldown: float = 10) -> tuple[CircuitBreaker, FakeClock]:
+    clock = FakeClock()
+    config = BreakerConfig(failure_threshold=threshold, cooldown=cooldown)
+    return CircuitBreaker(config, clock=clock), clock
+
+
+def test_breaker_opens_after_consecutive_failures_only() -> None:
+    circuit, _ = breaker(threshold=3)
+    circuit.record_failure()
+    circuit.record_failure()
+    circuit.record_success()  # resets the run
+    circuit.record_failure()
+    circuit.record_failure()
+    assert circuit.state == "up" and circuit.before_call()
+    circuit.record_failure()
+    assert circuit.state == "open"
+    assert not circuit.available() and not circuit.before_call()
+
+
+def test_breaker_lets_one_probe_through_after_the_cooldown() -> None:
+    circuit, clock = breaker(threshold=1, cooldown=10)
+    circuit.record_failure()
+    clock.now += 9.9
+    assert circuit.state == "open"
+    clock.now += 0.2
+    assert circuit.state == "half_open"
+    assert circuit.before_call()
+    assert not circuit.before_call()  # the probe is in flight
+    circuit.record_success()
+    assert circuit.state == "up" and circuit.before_call()
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_cooldown() -> None:
+    circuit, clock = breaker(threshold=5, cooldown=10)
+    for _ in range(5):
+        circuit.record_failure()
+    clock.now += 10
+    assert circuit.before_call()
+    circuit.record_failure()
+    assert circuit.state == "open"
+    assert circuit.snapshot().retry_in_s == pytest.approx(10)
+    assert circuit.snapshot().times_opened == 2
+
+
+def test_an_abandoned_probe_frees_the_half_open_slot() -> None:
+    circuit, clock = breaker(threshold=1, cooldown=1)
+    circuit.record_failure()
+    clock.now += 1
+    assert circuit.before_call()
+    circuit.abandon()
+    assert circuit.available() and circuit.before_call()
+
+
+def test_snapshot_reads_without_changing_the_breaker() -> None:
+    circuit, clock = breaker(threshold=1, cooldown=1)
+    circuit.record_failure()
+    clock.now += 5
+    first = circuit.snapshot()
+    assert first.state == "half_open" and first.retry_in_s == 0
+    assert circuit.snapshot() == first
+    assert circuit.before_call()
+
+
+def route(target: str, weight: float) -> Route:
+    return Route(target=target, weight=weight)
+
+
+def test_weighted_order_picks_first_in_proportion_to_weight() -> None:
+    routes = [route("heavy", 3), route("light", 1), route("spare", 0)]
+    rng = random.Random(7)
+    firsts = Counter(weighted_order(routes, rng)[0].target for _ in range(20_000))
+    assert firsts["spare"] == 0
+    assert 0.72 < firsts["heavy"] / 20_000 < 0.78
+
+
+def test_weight_zero_routes_are_fallbacks_in_config_order() -> None:
+    routes = [route("b-spare", 0), route("main", 1), route("a-spare", 0)]
+    order = [r.target for r in weighted_order(routes, random.Random(1))]
+    assert order == ["main", "b-spare", "a-spare"]
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    retry = RetryConfig(backoff_base=0.1, backoff_max=1.0)
+    rng = random.Random(3)
+    for attempt, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (5, 1.0)]:
+        delays = [backoff_delay(attempt, retry, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered, not in lockstep
+
+
+def test_chunks_cover_every_input_once_in_order() -> None:
+    parts = chunks(5000, 2048)
+    assert [(p.start, p.stop) for p in parts] == [(0, 2048), (2048, 4096), (4096, 5000)]
+    assert chunks(3, 2048) == [slice(0, 3)]
+
+
+def test_our_usage_count_is_cl100k_tokens_or_token_ids() -> None:
+    assert count_tokens(["hello world"], None) == 2
+    assert count_tokens(None, [[1, 2, 3], [4]]) == 4
+
+
+class FakeLocal:
+    """A ServedModel whose answer or error the test sets."""
+
+    def __init__(self, name: str, error: Exception | None = None) -> None:
+        self.card = ModelCard(id=name, public_names=(name,), owned_by="t", created=0)
+        self.error = error
+        self.calls = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return EmbedResult(vectors=np.ones((request.count, 2), np.float32), prompt_tokens=5)
+
+
+def routed(*locals_: FakeLocal) -> RoutedModel:
+    config = RoutedModelConfig.model_validate(
+        {
+            "kind": "upstream",
+            "id": "routed",
+            "routes": [{"local": m.card.id, "weight": 0} for m in locals_],
+        }
+    )
+    return RoutedModel(config, {}, {m.card.id: m for m in locals_})
+
+
+async def test_an_overloaded_route_falls_back_to_the_next() -> None:
+    busy = FakeLocal("busy", OverloadedError("full"))
+    spare = FakeLocal("spare")
+    result = await routed(busy, spare).embed(EmbedRequest(texts=["a", "b"]))
+    assert result.vectors.shape == (2, 2) and busy.calls == 1 and spare.calls == 1
+
+
+async def test_a_client_error_ends_the_request_without_fallback() -> None:
+    strict = FakeLocal("strict", InvalidRequestError("too long", param="input"))
+    spare = FakeLocal("spare")
+    with pytest.raises(InvalidRequestError):
+        await routed(strict, spare).embed(EmbedRequest(texts=["a"]))
+    assert spare.calls == 0
+
+
+async def test_every_local_route_overloaded_is_the_last_routes_503() -> None:
+    model = routed(FakeLocal("x", OverloadedError("full")), FakeLocal("y", OverloadedError("full")))
+    with pytest.raises(OverloadedError) as raised:
+        await model.embed(EmbedRequest(texts=["a"]))
+    assert raised.value.status_code == 503
