@@ -38,6 +38,10 @@ class BatchingConfig(Strict):
     # memory and the latency of one forward pass.
     max_batch_tokens: int = Field(16384, ge=1)
     max_batch_size: int = Field(64, ge=1)
+    # Inputs one request puts in a batch before the next request's turn:
+    # typical requests pass whole, first come first served, while a huge
+    # one cannot hold back the small ones queued behind it.
+    inputs_per_turn: int = Field(16, ge=1)
     # Tokens waiting in the queue before new requests get 503: bounds memory
     # and queueing delay instead of letting both grow under overload.
     max_queue_tokens: int = Field(600_000, ge=1)

@@ -98,7 +98,7 @@ async def test_batches_stay_within_the_size_and_padded_token_budgets() -> None:
 
 async def test_a_small_request_is_not_starved_by_a_huge_one_ahead_of_it() -> None:
     model = RecordingModel()
-    batcher = make_batcher(model, max_batch_size=8)
+    batcher = make_batcher(model, max_batch_size=8, inputs_per_turn=4)
     model.gate.clear()
     await batcher.start()
     huge = asyncio.ensure_future(batcher.embed(sequences(2048)))
@@ -107,11 +107,31 @@ async def test_a_small_request_is_not_starved_by_a_huge_one_ahead_of_it() -> Non
     await asyncio.sleep(0.01)
     model.gate.set()
     await small
-    # The small request rode in one of the first batches after it arrived.
-    assert not huge.done()
-    assert model.inputs_run <= 3 * 8
     await huge
     await batcher.stop()
+    # The small request rode in the first batch formed after it arrived.
+    ridden = next(n for n, batch in enumerate(model.batches) if [7, 7] in batch)
+    assert ridden == 1
+
+
+async def test_requests_are_served_whole_in_arrival_order_when_they_fit_a_turn() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=8, inputs_per_turn=4)
+    model.gate.clear()
+    await batcher.start()
+    first = asyncio.ensure_future(batcher.embed([[1]]))
+    await wait_until_running(model, batcher)
+    crowd = [asyncio.ensure_future(batcher.embed([[n]] * 4)) for n in range(2, 8)]
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await asyncio.gather(first, *crowd)
+    await batcher.stop()
+    # Two whole requests per batch, first come first served.
+    assert model.batches[1:] == [
+        [[2]] * 4 + [[3]] * 4,
+        [[4]] * 4 + [[5]] * 4,
+        [[6]] * 4 + [[7]] * 4,
+    ]
 
 
 async def test_a_cancelled_request_has_its_queued_inputs_dropped_unrun() -> None:

@@ -2,10 +2,16 @@
 
 Requests put their tokenized inputs in the queue and wait. Each worker takes
 the next batch as soon as it is free, so a lone request runs at once and a
-crowd of them shares forward passes. A batch is formed round-robin across
-the waiting requests (so a 2048-input request cannot starve small ones
-behind it), each request's inputs shortest first (so one batch holds inputs
-of similar length, which cuts padding), under a padded-token budget.
+crowd of them shares forward passes.
+
+A batch is filled from the requests in arrival order, each taking a turn of
+at most `inputs_per_turn` inputs; a request with inputs left over goes to
+the back of the line. So ordinary requests pass whole, first come first
+served (one input per request per batch, true round-robin, would make every
+request of a crowd finish together at the end), while a 2048-input request
+cannot starve the small ones behind it. A request's inputs go shortest
+first, so a batch holds inputs of similar length, which cuts padding; the
+batch stays under a padded-token budget.
 """
 
 from __future__ import annotations
@@ -165,24 +171,32 @@ class Batcher:
             self._idle.set()
 
     def _take_batch(self) -> list[tuple[_Job, int]]:
-        """Next batch: round-robin over requests, under the size and token budgets."""
+        """Next batch: turns in arrival order, under the size and padded-token budgets."""
         batch: list[tuple[_Job, int]] = []
         longest = 0
         budget, max_size = self._config.max_batch_tokens, self._config.max_batch_size
+        turn = self._config.inputs_per_turn
         while self._jobs and len(batch) < max_size:
             job = self._jobs[0]
-            index = job.waiting[0]
-            length = len(job.sequences[index])
-            widest = max(longest, length)
-            if batch and (len(batch) + 1) * widest > budget:
-                break
-            longest = widest
-            batch.append((job, job.waiting.popleft()))
-            job.queued_tokens -= length
-            self._queued_tokens -= length
-            self._jobs.rotate(-1)
-            if not job.waiting:
-                self._jobs.pop()
+            taken = 0
+            while job.waiting and taken < turn and len(batch) < max_size:
+                length = len(job.sequences[job.waiting[0]])
+                widest = max(longest, length)
+                if batch and (len(batch) + 1) * widest > budget:
+                    return self._end_turn(batch, job)
+                longest = widest
+                batch.append((job, job.waiting.popleft()))
+                job.queued_tokens -= length
+                self._queued_tokens -= length
+                taken += 1
+            self._end_turn(batch, job)
+        return batch
+
+    def _end_turn(self, batch: list[tuple[_Job, int]], job: _Job) -> list[tuple[_Job, int]]:
+        """Take a finished request out of the line, or send it to the back."""
+        self._jobs.popleft()
+        if job.waiting:
+            self._jobs.append(job)
         return batch
 
     async def _work(self) -> None:
