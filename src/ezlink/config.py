@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ezlink.errors import ConfigError
 
@@ -200,6 +207,12 @@ class ServerConfig(Strict):
     log_format: Literal["auto", "json", "text"] = "auto"
     # Ask for the master key (as a bearer token) on GET /metrics.
     metrics_require_key: bool = False
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        # EZLINK_LOG_LEVEL=INFO is as common as =info.
+        return value.lower() if isinstance(value, str) else value
 
 
 def default_models() -> list[LocalModelConfig | RoutedModelConfig]:
