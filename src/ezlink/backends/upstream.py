@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import email.utils
+import functools
 import os
 import re
 import time
@@ -41,6 +43,8 @@ from ezlink.errors import (
 
 # Upper bound on a message relayed from an upstream, so it cannot flood a client.
 MAX_RELAYED_MESSAGE = 400
+# Answers larger than this are parsed off the event loop (~60 vectors of 1536 floats).
+OFFLOAD_BYTES = 1 << 20
 # Statuses that say "your request is wrong": relayed to the client as they are.
 CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})
 # Statuses after which another try on the same upstream is pointless (our key,
@@ -68,6 +72,8 @@ class UpstreamReply:
     vectors: npt.NDArray[np.float32]
     # None when the upstream did not report usage.
     prompt_tokens: int | None
+    # The call's own duration, not counting the wait for a free slot.
+    seconds: float = 0.0
 
 
 class UpstreamCallFailed(UpstreamError):
@@ -247,6 +253,7 @@ class UpstreamClient:
         if self._client is None:
             raise RuntimeError(f"upstream {self.name} is not open")
         async with self._slots:
+            started = time.monotonic()
             try:
                 async with asyncio.timeout(self.config.timeout):
                     response = await self._client.post(
@@ -260,7 +267,13 @@ class UpstreamClient:
                 raise UpstreamUnreachable(self.name, "connection refused or unreachable") from None
             except httpx.TransportError as exc:
                 raise UpstreamCallFailed(self.name, _transport_reason(exc)) from None
-        return self.read_reply(response.status_code, response.headers, response.content, batch)
+            seconds = time.monotonic() - started
+        read = functools.partial(
+            self.read_reply, response.status_code, response.headers, response.content, batch
+        )
+        # Parsing megabytes of vectors would stall every other request on the loop.
+        reply = await asyncio.to_thread(read) if len(response.content) > OFFLOAD_BYTES else read()
+        return dataclasses.replace(reply, seconds=seconds)
 
     def read_reply(
         self, status: int, headers: Mapping[str, str], content: bytes, batch: UpstreamBatch

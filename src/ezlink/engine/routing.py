@@ -123,7 +123,7 @@ class UpstreamEndpoint:
             raise
         finally:
             self.in_flight -= 1
-        self.record_success(time.monotonic() - started)
+        self.record_success(reply.seconds)
         return reply
 
     def snapshot(self) -> UpstreamSnapshot:
