@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
+from ezlink.backends.model_files import locate_model
+from ezlink.config import DEFAULT_MODEL_PACKAGE
 from tests.support.server import STARTUP_TIMEOUT_S, ServerProcess, write_config
 
 MASTER_KEY = "sk-test-ops-lifecycle-0123456789"
@@ -75,7 +79,7 @@ def in_flight(process: ServerProcess) -> float:
     raise AssertionError("no ezlink_requests_in_flight in /metrics")
 
 
-def test_sigterm_finishes_every_accepted_request_then_exits_0(tmp_path: object) -> None:
+def test_sigterm_finishes_every_accepted_request_then_exits_0() -> None:
     config = write_config({"server": {"shutdown_grace_seconds": GRACE_SECONDS}})
     process = ServerProcess(config=config, master_key=MASTER_KEY).start()
     client = openai.OpenAI(
@@ -106,3 +110,21 @@ def test_sigterm_finishes_every_accepted_request_then_exits_0(tmp_path: object) 
     finally:
         process.stop()
     assert "Traceback" not in process.logs()
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_status_1(tmp_path: Path) -> None:
+    source = locate_model(None, DEFAULT_MODEL_PACKAGE)
+    broken = tmp_path / "broken-model"
+    shutil.copytree(source, broken, ignore=shutil.ignore_patterns("model.safetensors"))
+    (broken / "model.safetensors").write_bytes(b"these are not weights")
+    config = write_config(
+        {"models": [{"id": "broken", "path": str(broken), "runtime": "torch"}]}, tmp_path
+    )
+    process = ServerProcess(config=config, env={"EZLINK_CACHE_DIR": str(tmp_path / "cache")})
+    process.launch()
+    try:
+        assert process.process is not None
+        assert process.process.wait(timeout=STARTUP_TIMEOUT_S) == 1, process.logs()
+    finally:
+        process.stop()
+    assert "loading the models failed" in process.logs()
