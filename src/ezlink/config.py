@@ -108,6 +108,9 @@ class UpstreamConfig(Strict):
     base_url: str = Field(pattern=r"^https?://[^\s]+$")
     # The NAME of the environment variable holding the key, never the key itself.
     api_key_env: str | None = None
+    # Where the key goes: `Authorization` sends "Bearer KEY"; any other header
+    # (Azure OpenAI's `api-key`) gets the bare key.
+    api_key_header: str = "Authorization"
     # The upstream's own model name; a route may override it.
     model: str | None = None
     # `openai`: token-id inputs, `dimensions` and `user` are forwarded as they are.
@@ -120,6 +123,8 @@ class UpstreamConfig(Strict):
     # Calls in flight to this upstream at once (across all requests).
     max_concurrency: int = Field(8, ge=1)
     headers: dict[str, str] = {}
+    # Query parameters on every call (Azure OpenAI's `api-version`).
+    params: dict[str, str] = {}
     breaker: BreakerConfig = BreakerConfig()
 
     @model_validator(mode="after")

@@ -73,6 +73,13 @@ def front_config(fault: FaultUpstream) -> dict[str, Any]:
     upstreams = [
         upstream("good", fault, "ok"),
         upstream("good-other", fault, "ok", kind="other"),
+        upstream(
+            "azure-style",
+            fault,
+            "ok-azure",
+            api_key_header="api-key",
+            params={"api-version": "2024-02-01"},
+        ),
         upstream("nousage", fault, "ok-nousage"),
         upstream("bad-request", fault, "error-400"),
         upstream("once-429", fault, "error-429-once"),
@@ -82,6 +89,7 @@ def front_config(fault: FaultUpstream) -> dict[str, Any]:
     models = [
         routed("fake", {"upstream": "good"}),
         routed("fake-other", {"upstream": "good-other"}),
+        routed("fake-azure", {"upstream": "azure-style"}),
         routed("fake-nousage", {"upstream": "nousage"}),
         routed(
             "bad-request-then-ok", {"upstream": "bad-request"}, {"upstream": "good", "weight": 0}
@@ -199,6 +207,16 @@ def test_dimensions_and_user_go_to_openai_upstreams_and_are_applied_here_for_oth
     )
     too_wide = post(front, {"model": "fake-other", "input": "dim", "dimensions": 9999})
     assert assert_openai_error(too_wide, 400)["param"] == "dimensions"
+
+
+def test_the_key_can_go_in_another_header_with_query_parameters(
+    fault: FaultUpstream, front: ServerProcess
+) -> None:
+    # Azure OpenAI: `api-key: KEY` and `?api-version=...` on every call.
+    assert post(front, {"model": "fake-azure", "input": "x"}).status_code == 200
+    call = fault.calls("ok-azure")[-1]
+    assert call["api_key"] == UPSTREAM_KEY and call["authorization"] is None
+    assert call["query"] == "api-version=2024-02-01"
 
 
 @pytest.mark.parametrize("name", FAULTS)

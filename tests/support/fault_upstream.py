@@ -92,6 +92,7 @@ class FaultServer:
         body: bytes,
         writer: asyncio.StreamWriter,
     ) -> None:
+        path, _, query = path.partition("?")
         if method == "GET" and path == "/calls":
             return await respond(writer, 200, {"calls": self.calls})
         if method == "GET" and path == "/health":
@@ -111,6 +112,8 @@ class FaultServer:
                 "user": request.get("user"),
                 "encoding_format": request.get("encoding_format"),
                 "authorization": headers.get("authorization"),
+                "api_key": headers.get("api-key"),
+                "query": query,
                 "time": time.time(),
             }
         )

@@ -20,6 +20,7 @@ import binascii
 import dataclasses
 import email.utils
 import functools
+import logging
 import os
 import re
 import time
@@ -40,6 +41,8 @@ from ezlink.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+
+logger = logging.getLogger(__name__)
 
 # Upper bound on a message relayed from an upstream, so it cannot flood a client.
 MAX_RELAYED_MESSAGE = 400
@@ -210,16 +213,25 @@ class UpstreamClient:
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.config.headers}
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+            header = self.config.api_key_header
+            bearer = header.lower() == "authorization"
+            headers[header] = f"Bearer {self._api_key}" if bearer else self._api_key
         return headers
 
     async def open(self) -> None:
         self._users += 1
         if self._client is None:
+            if self.config.api_key_env and not self._api_key:
+                logger.warning(
+                    "upstream %s: $%s is not set; calling it without a key",
+                    self.name,
+                    self.config.api_key_env,
+                )
             timeout = self.config.timeout
             self._client = httpx.AsyncClient(
                 base_url=self.display_url + "/",
                 headers=self._headers(),
+                params=self.config.params,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                 limits=httpx.Limits(
                     max_connections=self.config.max_concurrency,
