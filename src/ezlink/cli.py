@@ -117,7 +117,7 @@ def serve(
     banner = build_banner(
         application.state.registry, host, port, master_key_set=bool(settings.server.master_key)
     )
-    logging.getLogger("ezlink.serve").info(banner.text(), extra={"fields": banner.fields()})
+    logging.getLogger("ezlink.serve").info(banner.text(), extra={"details": banner.fields()})
     serve_app(application, host, port, level, settings.server.shutdown_grace_seconds)
     if application.state.loader.failed:
         raise typer.Exit(1)

@@ -45,7 +45,15 @@ def wait_ready(process: ServerProcess) -> None:
 
 
 def test_ready_says_503_until_the_model_has_loaded_then_200() -> None:
-    process = ServerProcess(master_key=MASTER_KEY)
+    # The torch runtime takes seconds to load (ONNX a fraction of one): a wide
+    # window in which the server listens but is not ready.
+    slow_to_load = {
+        "id": "all-minilm-l6-v2",
+        "package": DEFAULT_MODEL_PACKAGE,
+        "runtime": "torch",
+        "aliases": [MODEL],
+    }
+    process = ServerProcess(config=write_config({"models": [slow_to_load]}), master_key=MASTER_KEY)
     process.launch()
     try:
         ready = first_answer(process.base_url + "/ready", process)

@@ -67,3 +67,10 @@ def test_configure_logging_sends_every_logger_through_one_json_handler() -> None
         root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
     assert [orjson.loads(line)["message"] for line in lines] == ["Started server process"]
+
+
+def test_details_are_for_json_only() -> None:
+    made = record("ezlink serving on http://x", fields={"port": 1})
+    made.details = {"models": ["m"]}
+    assert orjson.loads(JsonFormatter().format(made))["models"] == ["m"]
+    assert "models" not in TextFormatter().format(made)

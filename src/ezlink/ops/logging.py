@@ -1,7 +1,8 @@
 """Structured logs: JSON lines for machines, readable lines for a terminal.
 
 Every record may carry ``extra={"fields": {...}}``; both formats print those
-fields (JSON as keys, text as ``key=value``). A last line of defence scrubs
+fields (JSON as keys, text as ``key=value``). ``extra={"details": {...}}`` is
+for JSON only, where the message already says it all for a reader. A last line of defence scrubs
 anything shaped like an API key or a bearer token from every message.
 """
 
@@ -26,8 +27,8 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda m: m.group(1) + "[redacted]", text)
 
 
-def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    fields = getattr(record, "fields", None)
+def fields_of(record: logging.LogRecord, attribute: str = "fields") -> dict[str, Any]:
+    fields = getattr(record, attribute, None)
     return dict(fields) if isinstance(fields, dict) else {}
 
 
@@ -43,6 +44,7 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
         }
         entry.update(fields_of(record))
+        entry.update(fields_of(record, "details"))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
