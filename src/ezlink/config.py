@@ -50,8 +50,10 @@ class BatchingConfig(Strict):
     # one cannot hold back the small ones queued behind it.
     inputs_per_turn: int = Field(16, ge=1)
     # Tokens waiting in the queue before new requests get 503: bounds memory
-    # and queueing delay instead of letting both grow under overload.
-    max_queue_tokens: int = Field(600_000, ge=1)
+    # and queueing delay instead of letting both grow under overload. 65536
+    # is about 5 s of work for a small model on 2 CPU cores (bench/README.md);
+    # raise it with the throughput (a GPU runs 10-50x more).
+    max_queue_tokens: int = Field(65_536, ge=1)
     # Batches run concurrently; 0 picks by runtime and core count.
     workers: int = Field(0, ge=0)
 

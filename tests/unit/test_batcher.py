@@ -160,10 +160,11 @@ async def test_a_full_queue_rejects_new_requests_at_once_with_retry_after() -> N
     await batcher.start()
     running = asyncio.ensure_future(batcher.embed([[1] * 10] * 2))
     await wait_until_running(model, batcher)
-    queued = asyncio.ensure_future(batcher.embed([[1] * 10] * 4))
+    queued = asyncio.ensure_future(batcher.embed([[1] * 10] * 5))
     await asyncio.sleep(0)
+    assert batcher.queued_tokens == 50
     with pytest.raises(OverloadedError) as rejected:
-        await batcher.embed([[1] * 11])
+        await batcher.embed([[1]])
     assert rejected.value.status_code == 503
     assert int(rejected.value.headers["Retry-After"]) >= 1
     assert batcher.stats.rejected_requests == 1
@@ -173,13 +174,26 @@ async def test_a_full_queue_rejects_new_requests_at_once_with_retry_after() -> N
     await batcher.stop()
 
 
-async def test_a_request_larger_than_the_queue_is_admitted_when_the_queue_is_empty() -> None:
+async def test_a_request_larger_than_the_room_left_is_admitted_while_under_the_limit() -> None:
     model = RecordingModel()
-    batcher = make_batcher(model, max_queue_tokens=5)
+    batcher = make_batcher(model, max_batch_size=1, max_queue_tokens=10)
+    model.gate.clear()
     await batcher.start()
-    vectors = await batcher.embed([[3] * 4, [4] * 4])
+    running = asyncio.ensure_future(batcher.embed([[1]]))
+    await wait_until_running(model, batcher)
+    first = asyncio.ensure_future(batcher.embed([[2] * 9]))
+    await asyncio.sleep(0)
+    # 9 tokens queued, under the limit of 10: a big request still gets in,
+    # so that big requests are not starved by a steady stream of small ones.
+    big = asyncio.ensure_future(batcher.embed([[3] * 8] * 4))
+    await asyncio.sleep(0)
+    assert batcher.queued_tokens == 41
+    with pytest.raises(OverloadedError):
+        await batcher.embed([[4]])
+    model.gate.set()
+    await asyncio.gather(running, first, big)
     await batcher.stop()
-    assert vectors.shape == (2, DIMENSION)
+    assert big.result().shape == (4, DIMENSION)
 
 
 async def test_a_failed_batch_fails_its_requests_and_the_batcher_keeps_serving() -> None:

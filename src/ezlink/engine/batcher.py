@@ -118,7 +118,11 @@ class Batcher:
     async def embed(self, sequences: Sequence[Sequence[int]]) -> Vectors:
         """Vectors for the inputs, in order; raises OverloadedError when the queue is full."""
         tokens = sum(len(seq) for seq in sequences)
-        if self._queued_tokens and self._queued_tokens + tokens > self._config.max_queue_tokens:
+        # Admitted while the queue is under its limit, whatever the request's
+        # size: a big request would otherwise wait for an empty queue, which
+        # under steady load never comes. The queue overshoots by at most one
+        # request (bounded by the per-request token limit).
+        if self._queued_tokens >= self._config.max_queue_tokens:
             self.stats.rejected_requests += 1
             raise OverloadedError(
                 "The server is overloaded; retry shortly.",
