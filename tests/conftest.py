@@ -18,6 +18,10 @@ seed_tiktoken_cache()
 # throw-away directory, never in the user's ~/.local/share/ezlink.
 os.environ.setdefault("EZLINK_DATA_DIR", tempfile.mkdtemp(prefix="ezlink-test-data-"))
 
+# Real PostgreSQL and Redis servers, started on demand (fixtures
+# `postgres_server`, `database_url`, `redis_server`).
+pytest_plugins = ["tests.support.postgres", "tests.support.redis"]
+
 MASTER_KEY = "sk-test-master-0123456789abcdef"
 
 
