@@ -19,6 +19,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	bash scripts/install-services.sh  # Redis for the accounts tests (root only, once)
 	$(BIN)/pytest $(ARGS)
 
 bench: $(STAMP)
