@@ -22,6 +22,8 @@ LogFormat = Literal["auto", "json", "text"]
 # reader can tell which kind of key it was.
 _SECRET = re.compile(r"\b(sk-|Bearer\s+)[A-Za-z0-9_\-\.]{8,}")
 
+QUIET_LIBRARIES = ("alembic.runtime.plugins",)
+
 
 def redact(text: str) -> str:
     return _SECRET.sub(lambda m: m.group(1) + "[redacted]", text)
@@ -88,3 +90,8 @@ def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) 
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Chatter at info that says nothing to an operator (alembic lists its plugins).
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+        )
