@@ -35,7 +35,7 @@ def build_models(settings: Settings) -> list[ServedModel]:
     return [
         local[config.id]
         if isinstance(config, LocalModelConfig)
-        else RoutedModel(config, endpoints, local)
+        else RoutedModel(config, endpoints, local, limits=settings.server.limits)
         for config in settings.models
     ]
 

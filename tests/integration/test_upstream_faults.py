@@ -252,6 +252,16 @@ def test_the_model_timeout_bounds_all_retries_together(front: ServerProcess) -> 
     assert assert_openai_error(response, 504)["code"] == "upstream_timeout"
 
 
+def test_an_input_over_the_contracts_token_limit_is_400_before_any_upstream_call(
+    fault: FaultUpstream, front: ServerProcess
+) -> None:
+    before = len(fault.calls("ok"))
+    response = post(front, {"model": "fake", "input": ["short", "word " * 9000]})
+    error = assert_openai_error(response, 400)
+    assert error["code"] == "context_length_exceeded" and "Input 1" in error["message"]
+    assert len(fault.calls("ok")) == before
+
+
 def test_retry_after_of_an_upstream_429_is_honoured(
     fault: FaultUpstream, front: ServerProcess
 ) -> None:

@@ -8,12 +8,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ezlink.config import BreakerConfig, RetryConfig, RoutedModelConfig
+from ezlink.config import BreakerConfig, LimitsConfig, RetryConfig, RoutedModelConfig
 from ezlink.engine.breaker import CircuitBreaker
 from ezlink.engine.routing import (
     Route,
     RoutedModel,
     backoff_delay,
+    check_token_limits,
     chunks,
     count_tokens,
     weighted_order,
@@ -126,9 +127,22 @@ def test_chunks_cover_every_input_once_in_order() -> None:
     assert chunks(3, 2048) == [slice(0, 3)]
 
 
-def test_our_usage_count_is_cl100k_tokens_or_token_ids() -> None:
-    assert count_tokens(["hello world"], None) == 2
-    assert count_tokens(None, [[1, 2, 3], [4]]) == 4
+def test_our_count_is_cl100k_tokens_or_token_ids() -> None:
+    assert count_tokens(["hello world"], None) == [2]
+    assert count_tokens(None, [[1, 2, 3], [4]]) == [3, 1]
+
+
+def test_the_contracts_token_limits_hold_for_routed_models() -> None:
+    limits = LimitsConfig(max_input_tokens=10, max_request_tokens=25)
+    check_token_limits([10, 10], limits)
+    with pytest.raises(InvalidRequestError) as raised:
+        check_token_limits([3, 11], limits)
+    assert (
+        raised.value.code == "context_length_exceeded" and "Input 1 has 11" in raised.value.message
+    )
+    with pytest.raises(InvalidRequestError) as raised:
+        check_token_limits([10, 10, 10], limits)
+    assert raised.value.code == "max_tokens_per_request"
 
 
 class FakeLocal:

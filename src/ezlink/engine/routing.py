@@ -37,7 +37,7 @@ from ezlink.backends.upstream import (
     UpstreamReply,
     UpstreamUnreachable,
 )
-from ezlink.config import RetryConfig, RouteConfig, RoutedModelConfig, UpstreamConfig
+from ezlink.config import LimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig, UpstreamConfig
 from ezlink.engine.breaker import CircuitBreaker, CircuitState
 from ezlink.engine.cl100k import UnknownTokenError, cl100k, decode_cl100k
 from ezlink.engine.local_model import reduce_dimensions
@@ -52,6 +52,9 @@ from ezlink.errors import (
 
 logger = logging.getLogger(__name__)
 
+# Requests with more text than this are tokenized (for limits and usage) off
+# the event loop, where they would stall other requests (~100k chars ≈ 10 ms).
+TOKENIZE_OFF_LOOP_CHARS = 100_000
 # Weight of the newest latency sample in the moving average.
 LATENCY_EWMA_ALPHA = 0.2
 
@@ -192,11 +195,32 @@ def backoff_delay(attempt: int, retry: RetryConfig, rng: random.Random) -> float
     return float(ceiling * (0.5 + 0.5 * rng.random()))
 
 
-def count_tokens(texts: list[str] | None, token_ids: list[list[int]] | None) -> int:
-    """Our own usage count when an upstream gives none: cl100k tokens, as OpenAI counts."""
+def count_tokens(texts: list[str] | None, token_ids: list[list[int]] | None) -> list[int]:
+    """cl100k tokens per input, as OpenAI counts them: our limits, and our usage
+    when an upstream reports none."""
     if token_ids is not None:
-        return sum(len(ids) for ids in token_ids)
-    return sum(len(ids) for ids in cl100k().encode_ordinary_batch(texts or []))
+        return [len(ids) for ids in token_ids]
+    return [len(ids) for ids in cl100k().encode_ordinary_batch(texts or [])]
+
+
+def check_token_limits(counts: list[int], limits: LimitsConfig) -> None:
+    """The contract's limits hold whichever upstream serves the request."""
+    for index, count in enumerate(counts):
+        if count > limits.max_input_tokens:
+            raise InvalidRequestError(
+                f"Input {index} has {count} tokens, more than the limit of "
+                f"{limits.max_input_tokens} tokens per input. Shorten the input.",
+                param="input",
+                code="context_length_exceeded",
+            )
+    total = sum(counts)
+    if total > limits.max_request_tokens:
+        raise InvalidRequestError(
+            f"The request has {total} tokens in all, more than the limit of "
+            f"{limits.max_request_tokens} tokens per request.",
+            param="input",
+            code="max_tokens_per_request",
+        )
 
 
 def chunks(count: int, size: int) -> list[slice]:
@@ -212,8 +236,10 @@ class RoutedModel:
         endpoints: Mapping[str, UpstreamEndpoint],
         local_models: Mapping[str, ServedModel],
         rng: random.Random | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits or LimitsConfig()
         self.routes = [self._route(route, endpoints, local_models) for route in config.routes]
         self.endpoints = list(
             {r.endpoint.name: r.endpoint for r in self.routes if r.endpoint}.values()
@@ -258,11 +284,12 @@ class RoutedModel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout
         failures: list[RouteFailed] = []
+        counts = await self._token_counts(request)
         try:
             async with asyncio.timeout_at(deadline):
                 for route in weighted_order(self.routes, self.rng):
                     try:
-                        return await self._embed_on(route, request, deadline)
+                        return await self._embed_on(route, request, counts, deadline)
                     except RouteFailed as failed:
                         failures.append(failed)
         except TimeoutError:
@@ -270,6 +297,18 @@ class RoutedModel:
                 f"No route of model `{self.config.id}` answered within {self.config.timeout:g}s."
             ) from None
         raise self._final_error(failures)
+
+    async def _token_counts(self, request: EmbedRequest) -> list[int]:
+        """cl100k counts, checked against the limits (local routes count their own)."""
+        if all(route.local is not None for route in self.routes):
+            return []
+        texts = request.texts or []
+        if sum(len(text) for text in texts) > TOKENIZE_OFF_LOOP_CHARS:
+            counts = await asyncio.to_thread(count_tokens, request.texts, request.token_ids)
+        else:
+            counts = count_tokens(request.texts, request.token_ids)
+        check_token_limits(counts, self.limits)
+        return counts
 
     def _final_error(self, failures: list[RouteFailed]) -> EzlinkError:
         tried = [f for f in failures if not f.circuit_open]
@@ -293,7 +332,9 @@ class RoutedModel:
             return UpstreamError(summary)
         return last
 
-    async def _embed_on(self, route: Route, request: EmbedRequest, deadline: float) -> EmbedResult:
+    async def _embed_on(
+        self, route: Route, request: EmbedRequest, counts: list[int], deadline: float
+    ) -> EmbedResult:
         if route.local is not None:
             return await self._embed_locally(route.local, request)
         assert route.endpoint is not None
@@ -333,10 +374,8 @@ class RoutedModel:
                 )
             vectors = reduce_dimensions(vectors, request.dimensions, normalize=False)
         tokens = sum(
-            reply.prompt_tokens
-            if reply.prompt_tokens is not None
-            else count_tokens(batch.texts, batch.token_ids)
-            for reply, batch in zip(replies, batches, strict=True)
+            reply.prompt_tokens if reply.prompt_tokens is not None else sum(counts[part])
+            for reply, part in zip(replies, parts, strict=True)
         )
         return EmbedResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=tokens)
 
