@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -53,7 +54,15 @@ def upstream_b() -> Iterator[FaultUpstream]:
 
 
 @pytest.fixture(scope="module")
-def front(upstream_a: FaultUpstream, upstream_b: FaultUpstream) -> Iterator[ServerProcess]:
+def upstream_c() -> Iterator[FaultUpstream]:
+    with FaultUpstream() as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def front(
+    upstream_a: FaultUpstream, upstream_b: FaultUpstream, upstream_c: FaultUpstream
+) -> Iterator[ServerProcess]:
     retry = {"retries": 1, "backoff_base": 0.01, "backoff_max": 0.05}
     config = write_config(
         {
@@ -62,6 +71,10 @@ def front(upstream_a: FaultUpstream, upstream_b: FaultUpstream) -> Iterator[Serv
                 upstream("a", upstream_a, "ok-a"),
                 upstream("b", upstream_b, "ok-b"),
                 upstream("limited", upstream_b, "ok-split"),
+                {
+                    **upstream("phoenix", upstream_c, "ok-c"),
+                    "breaker": {"failure_threshold": 1, "cooldown": 1},
+                },
             ],
             "models": [
                 {
@@ -71,6 +84,12 @@ def front(upstream_a: FaultUpstream, upstream_b: FaultUpstream) -> Iterator[Serv
                     "retry": retry,
                 },
                 {"kind": "upstream", "id": "big", "routes": [{"upstream": "limited"}]},
+                {
+                    "kind": "upstream",
+                    "id": "reborn",
+                    "routes": [{"upstream": "phoenix"}, {"upstream": "b", "weight": 0}],
+                    "retry": retry,
+                },
             ],
         }
     )
@@ -109,6 +128,27 @@ def test_a_request_larger_than_the_upstream_limit_is_split_and_kept_in_order(
     assert sizes == [BIG_REQUEST - 2 * UPSTREAM_LIMIT, UPSTREAM_LIMIT, UPSTREAM_LIMIT]
 
 
+def upstream_states(front: ServerProcess) -> dict[str, dict[str, Any]]:
+    admin = httpx.get(front.base_url + "/admin/upstreams", headers=front.headers(), timeout=5)
+    return {row["name"]: row for row in admin.json()["data"]}
+
+
+def test_an_upstream_that_comes_back_is_probed_back_into_rotation(
+    front: ServerProcess, upstream_c: FaultUpstream
+) -> None:
+    upstream_c.kill()
+    with httpx.Client() as client:
+        assert embed(client, front, "reborn", ["while down"]).status_code == 200  # fell back
+        assert upstream_states(front)["phoenix"]["state"] == "open"
+        with FaultUpstream(port=upstream_c.port) as revived:
+            deadline = time.monotonic() + 20
+            while upstream_states(front)["phoenix"]["state"] != "up":
+                assert time.monotonic() < deadline, "the circuit never closed"
+                time.sleep(0.2)  # past the 1 s cooldown, the next request is the probe
+                assert embed(client, front, "reborn", ["probe"]).status_code == 200
+            assert len(revived.calls("ok-c")) >= 1
+
+
 def test_killing_one_of_two_upstreams_under_load_costs_no_client_an_error(
     front: ServerProcess, upstream_a: FaultUpstream, upstream_b: FaultUpstream
 ) -> None:
@@ -136,8 +176,7 @@ def test_killing_one_of_two_upstreams_under_load_costs_no_client_an_error(
     assert set(statuses) == {200}
     assert served_by_a > 0 and len(upstream_b.calls("ok-b")) > 0  # both took a share
 
-    admin = httpx.get(front.base_url + "/admin/upstreams", headers=front.headers(), timeout=5)
-    states = {row["name"]: row for row in admin.json()["data"]}
+    states = upstream_states(front)
     assert states["a"]["state"] == "open"
     assert states["a"]["times_opened"] == 1
     assert states["b"]["state"] == "up"

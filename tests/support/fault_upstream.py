@@ -210,8 +210,8 @@ async def serve(port: int, max_inputs: int) -> None:
 class FaultUpstream:
     """The fault server as a subprocess on a free loopback port; a context manager."""
 
-    def __init__(self, max_inputs: int = 2048) -> None:
-        self.port = free_port()
+    def __init__(self, max_inputs: int = 2048, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.max_inputs = max_inputs
         self.process: subprocess.Popen[bytes] | None = None
