@@ -16,9 +16,10 @@ from ezlink.api.middleware import RequestContextMiddleware
 from ezlink.api.observe import AccessMiddleware
 from ezlink.api.routes import admin, embeddings, health, models, upstreams
 from ezlink.config import LocalModelConfig, Settings
+from ezlink.engine.endpoint import build_endpoints
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.routing import RoutedModel, build_endpoints
+from ezlink.engine.routing import RoutedModel
 from ezlink.engine.types import ServedModel
 from ezlink.ops.loading import ModelLoader
 from ezlink.ops.metrics import Metrics
