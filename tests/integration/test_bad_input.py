@@ -176,5 +176,11 @@ def test_an_unknown_model_id_is_404_model_not_found(raw: httpx.Client) -> None:
     assert_openai_error(response, 404, param="model", code="model_not_found")
 
 
+def test_a_validation_error_is_a_400_naming_the_param_not_fastapis_422(raw: httpx.Client) -> None:
+    # A typed query parameter that FastAPI itself validates.
+    response = raw.get("/admin/usage", params={"group_by": "fortnight"})
+    assert_openai_error(response, 400, param="group_by")
+
+
 def test_the_server_still_answers_after_the_bad_input(raw: httpx.Client) -> None:
     assert raw.post("/v1/embeddings", json=body()).status_code == 200
