@@ -81,6 +81,19 @@ def test_the_openai_client_with_a_wrong_key_raises_authentication_error(
     assert caught.value.code == "invalid_api_key"
 
 
+def test_the_server_log_never_holds_a_full_key(server: ServerProcess) -> None:
+    # Runs after the tests above sent the master key and several wrong ones.
+    assert server.master_key
+    logs = server.logs()
+    assert "/v1/models" in logs
+    for secret in [
+        server.master_key,
+        "sk-wrong-0123456789abcdefghijklmnop",
+        "sk-not-the-key-123456",
+    ]:
+        assert secret not in logs
+
+
 @pytest.fixture(scope="module")
 def keyless_server() -> Iterator[ServerProcess]:
     with ServerProcess(env=NO_KEY) as process:
