@@ -191,7 +191,8 @@ def check_config(
             except ConfigError as exc:
                 raise fail(f"{file}: model `{model.id}`: {exc}") from None
     names = sum(len(m.public_names) for m in settings.models)
-    typer.echo(f"{file}: ok ({len(settings.models)} models, {names} public names)")
+    count = len(settings.models)
+    typer.echo(f"{file}: ok ({count} model{'' if count == 1 else 's'}, {names} public names)")
 
 
 def main() -> None:

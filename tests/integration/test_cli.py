@@ -68,7 +68,7 @@ def test_config_check_accepts_a_toml_config(tmp_path: Path) -> None:
     )
     result = ezlink("config", "check", str(config))
     assert result.returncode == 0, result.stderr
-    assert "1 models, 2 public names" in result.stdout
+    assert "1 model, 2 public names" in result.stdout
 
 
 def test_config_check_names_the_bad_field_and_exits_1(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from ezlink.config import LocalModelConfig, Settings, load_settings
@@ -176,3 +177,11 @@ def test_the_readme_configuration_reference_names_every_field(field: str) -> Non
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
     assert f"`{field}`" in section
+
+
+def test_the_readme_configuration_example_is_valid() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    settings = Settings.model_validate(yaml.safe_load(example))
+    assert [model.id for model in settings.models] == ["all-minilm-l6-v2", "bge-small-en-v1.5"]
