@@ -13,6 +13,7 @@ from ezlink.accounts.service import bucket_takes
 from tests.support.openai_errors import assert_openai_error
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
+from tests.support.server_group import start_servers, stop_servers
 
 MASTER = "sk-redis-master-0123456789abcdef"
 MODEL = "text-embedding-3-small"
@@ -51,14 +52,11 @@ def shared_servers(
 ) -> Iterator[list[ServerProcess]]:
     database = f"sqlite:///{tmp_path_factory.mktemp('redis-accounts') / 'ezlink.db'}"
     env = {"EZLINK_DATABASE_URL": database, "EZLINK_REDIS_URL": redis_server.url}
-    servers = [ServerProcess(master_key=MASTER, env=env) for _ in range(2)]
+    servers = start_servers(2, MASTER, env)
     try:
-        for server in servers:
-            server.start()
         yield servers
     finally:
-        for server in servers:
-            server.stop()
+        stop_servers(servers)
 
 
 def embed(server: ServerProcess, secret: str) -> httpx.Response:

@@ -9,23 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from click.testing import Result
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from ezlink.accounts.store.database import make_engine
 from ezlink.accounts.store.tables import api_keys, usage_events
+from ezlink.cli import app as cli_app
 from tests.support.openai_errors import assert_openai_error
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess
+from tests.support.server_group import start_servers, stop_servers
 
 MASTER = "sk-accounts-master-0123456789abcdef"
 MODEL = "text-embedding-3-small"
@@ -42,33 +43,14 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return server.create_database()
 
 
-def start_servers(count: int, env: dict[str, str]) -> list[ServerProcess]:
-    servers = [ServerProcess(master_key=MASTER, env=env) for _ in range(count)]
-    with ThreadPoolExecutor(count) as pool:
-        started = list(pool.map(lambda server: _start_or_none(server), servers))
-    if not all(started):
-        for server in servers:
-            server.stop()
-        raise RuntimeError("a server did not start:\n" + "\n".join(s.logs() for s in servers))
-    return servers
-
-
-def _start_or_none(server: ServerProcess) -> ServerProcess | None:
-    try:
-        return server.start()
-    except RuntimeError:
-        return None
-
-
 @pytest.fixture(scope="module")
 def servers(database: str) -> Iterator[list[ServerProcess]]:
     """Two server processes on the same accounts database."""
-    started = start_servers(2, {"EZLINK_DATABASE_URL": database})
+    started = start_servers(2, MASTER, {"EZLINK_DATABASE_URL": database})
     try:
         yield started
     finally:
-        for server in started:
-            server.stop()
+        stop_servers(started)
 
 
 def admin(server: ServerProcess, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -421,15 +403,9 @@ def test_a_key_secret_never_appears_in_the_database_logs_or_later_responses(
 # -- the command line ------------------------------------------------------------
 
 
-def ezlink(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ezlink", *args],
-        capture_output=True,
-        text=True,
-        env={**__import__("os").environ, "EZLINK_DATABASE_URL": database},
-        timeout=60,
-        check=False,
-    )
+def ezlink(database: str, *args: str) -> Result:
+    """The `ezlink` command, run in-process (as `ezlink ...` would run it)."""
+    return CliRunner().invoke(cli_app, list(args), env={"EZLINK_DATABASE_URL": database})
 
 
 def test_cli_issues_keys_the_servers_accept_and_revokes_them(
@@ -452,7 +428,7 @@ def test_cli_issues_keys_the_servers_accept_and_revokes_them(
         "2999-01-01",
         "--json",
     )
-    assert made.returncode == 0, made.stderr
+    assert made.exit_code == 0, made.output
     created = json.loads(made.stdout)
     assert created["key"].startswith("sk-") and created["allowed_models"] == [MODEL]
     assert created["expires_at"].startswith("2999-01-01")
@@ -466,7 +442,7 @@ def test_cli_issues_keys_the_servers_accept_and_revokes_them(
     assert_openai_error(embed(a, created["key"]), 401)
     ezlink(database, "keys", "update", created["id"], "--enable")
     tokens += embed(a, created["key"]).json()["usage"]["prompt_tokens"]
-    assert ezlink(database, "keys", "revoke", created["id"]).returncode == 0
+    assert ezlink(database, "keys", "revoke", created["id"]).exit_code == 0
     assert_openai_error(embed(a, created["key"]), 401)
     wait_for_usage(servers, {created["id"]: tokens})
     usage = ezlink(database, "usage", "--key", created["id"], "--group-by", "key", "--json")
@@ -474,6 +450,6 @@ def test_cli_issues_keys_the_servers_accept_and_revokes_them(
         {"key": created["id"], "requests": 2, "inputs": 2, "prompt_tokens": tokens, "errors": 0}
     ]
     table = ezlink(database, "usage", "--group-by", "day")
-    assert table.returncode == 0 and "REQUESTS" in table.stdout
+    assert table.exit_code == 0 and "REQUESTS" in table.stdout
     missing = ezlink(database, "keys", "show", "key_missing")
-    assert missing.returncode == 1 and "no API key" in missing.stderr
+    assert missing.exit_code == 1 and "no API key" in missing.output

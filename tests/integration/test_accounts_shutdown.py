@@ -15,7 +15,7 @@ from tests.support.server import ServerProcess, write_config
 
 MASTER = "sk-shutdown-master-0123456789abcdef"
 MODEL = "text-embedding-3-small"
-REQUESTS = 80
+REQUESTS = 60
 # Answers to wait for before the signal, so that it lands mid-load.
 ANSWERED_BEFORE_SIGNAL = 10
 
@@ -27,7 +27,7 @@ async def _load_then_sigterm(server: ServerProcess, secret: str) -> list[httpx.R
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
         async def one(i: int) -> None:
-            text = " ".join(["graceful shutdown keeps every answered request"] * (1 + i % 8))
+            text = " ".join(["graceful shutdown keeps every answered request"] * (1 + i % 4))
             try:
                 response = await client.post(
                     server.api_url + "/embeddings",
