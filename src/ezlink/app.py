@@ -82,7 +82,7 @@ def create_app(
     readiness_checks: dict[str, ReadinessCheck] = {}
     app.state.readiness_checks = readiness_checks
     app.state.accounts = accounts
-    readiness_checks["database"] = accounts.ping_database
+    readiness_checks.update(accounts.readiness_checks())
     app.state.authenticator = authenticator or AccountsAuthenticator(
         settings.server.master_key, accounts
     )

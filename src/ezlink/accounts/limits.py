@@ -13,14 +13,18 @@ the limits exactly.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+logger = logging.getLogger(__name__)
+
 SECONDS_PER_MINUTE = 60.0
 # A bucket nobody touched for this long is full again; Redis expires it.
 IDLE_EXPIRY_S = 120
+REDIS_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,18 +143,33 @@ class RedisLimiter:
     def __init__(self, url: str, namespace: str = "ezlink:ratelimit:") -> None:
         from redis.asyncio import Redis
 
-        self._redis: Any = Redis.from_url(url)
+        # Short timeouts: a hung Redis must not hang every request behind it.
+        self._redis: Any = Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
         self._script: Any = self._redis.register_script(TAKE_SCRIPT)
         self._namespace = namespace
 
     async def take(self, takes: list[Take]) -> Decision:
+        from redis.exceptions import RedisError
+
         args: list[float | int] = [IDLE_EXPIRY_S]
         for take in takes:
             args += [take.capacity, take.rate_per_s, take.cost, take.need]
-        reply = await self._script(keys=[self._namespace + t.name for t in takes], args=args)
+        try:
+            reply = await self._script(keys=[self._namespace + t.name for t in takes], args=args)
+        except (RedisError, OSError):
+            # Fail open: an outage of the limiter must not take the API down
+            # with it (quotas, in the database, still hold). /ready reports it.
+            logger.warning("Redis unreachable: rate limits not applied to this request")
+            full = tuple(BucketState(t.capacity, float(t.capacity), 0.0) for t in takes)
+            return Decision(True, full, 0.0)
         allowed, wait, *levels = (float(part) for part in reply)
         states = tuple(_state(t, lv) for t, lv in zip(takes, levels, strict=True))
         return Decision(bool(allowed), states, wait)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from ezlink.accounts.keys import ApiKey, KeyLimits, utcnow
 from ezlink.accounts.limits import (
@@ -18,10 +22,23 @@ from ezlink.accounts.store.database import default_database_url, make_engine, mi
 from ezlink.accounts.store.repository import AccountsStore, UsageEvent
 from ezlink.accounts.usage import UsageRecorder
 from ezlink.config import AccountsConfig
-from ezlink.errors import EzlinkError, QuotaExceededError, RateLimitError
+from ezlink.errors import EzlinkError, OverloadedError, QuotaExceededError, RateLimitError
+
+logger = logging.getLogger(__name__)
 
 # Status recorded for a request whose client left before the answer.
 CLIENT_CLOSED = 499
+# What a lost or refused database connection raises (drivers' own errors are
+# wrapped in SQLAlchemyError; a refused socket can surface as OSError).
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+def database_unavailable() -> OverloadedError:
+    return OverloadedError(
+        "The accounts database is unavailable; retry shortly.",
+        code="accounts_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 @dataclass
@@ -103,17 +120,30 @@ class Accounts:
         """A readiness check: raises when the database cannot be reached."""
         await self.store.any_keys()
 
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[object]]]:
+        """Named checks for /ready: the database, and Redis when limits use it."""
+        checks: dict[str, Callable[[], Awaitable[object]]] = {"database": self.ping_database}
+        if isinstance(self.limiter, RedisLimiter):
+            checks["redis"] = self.limiter.ping
+        return checks
+
     # -- keys ---------------------------------------------------------------
 
     async def any_keys(self) -> bool:
         if not self._has_keys:
-            self._has_keys = await self.store.any_keys()
+            try:
+                self._has_keys = await self.store.any_keys()
+            except DATABASE_ERRORS as exc:
+                raise database_unavailable() from exc
         return self._has_keys
 
     async def find_key(self, secret: str) -> ApiKey | None:
         """The key for a secret, read fresh from the database on every call:
         no cache, so a disable or revoke holds from the next request on."""
-        return await self.store.find_by_secret(secret)
+        try:
+            return await self.store.find_by_secret(secret)
+        except DATABASE_ERRORS as exc:
+            raise database_unavailable() from exc
 
     # -- admission and usage -------------------------------------------------
 
@@ -153,8 +183,12 @@ class Accounts:
             if limits.quota_tokens is not None:
                 # Charged now, not at the next flush, so the very next request
                 # of this key (in any process) sees the quota it has left.
-                await self.store.charge(key_id, meter.prompt_tokens)
-                charged = True
+                try:
+                    await self.store.charge(key_id, meter.prompt_tokens)
+                    charged = True
+                except DATABASE_ERRORS:
+                    # The answer is ready: deliver it, and let the flush charge it.
+                    logger.warning("charging key %s failed; left to the usage flush", key_id)
         self.recorder.record(
             UsageEvent(
                 created_at=utcnow(),
