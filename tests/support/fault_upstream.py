@@ -69,16 +69,18 @@ class FaultServer:
         self.seen_models: dict[str, int] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests one after another on a keep-alive connection, as real upstreams do."""
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = request_line.split(" ", 2)
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in header_lines if line)
-            }
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            await self.dispatch(method, path, headers, body, writer)
+            while not writer.is_closing():
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = request_line.split(" ", 2)
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in header_lines if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                await self.dispatch(method, path, headers, body, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -193,7 +195,7 @@ async def respond_raw(
         f"HTTP/1.1 {status} X",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
-        "Connection: close",
+        "Connection: keep-alive",
         *(f"{k}: {v}" for k, v in (headers or {}).items()),
     ]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
