@@ -23,6 +23,8 @@ from ezlink.config import load_settings
 from ezlink.errors import ConfigError
 
 T = TypeVar("T")
+# `keys update --clear` names → the key fields they reset to "no limit".
+CLEARABLE = {"rpm": "rpm", "tpm": "tpm", "quota": "quota_tokens", "expiry": "expires_at"}
 
 keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
 
@@ -166,6 +168,10 @@ def update_key(
     expires: ExpiresOption = None,
     disable: Annotated[bool, typer.Option("--disable", help="Refuse the key for now.")] = False,
     enable: Annotated[bool, typer.Option("--enable", help="Accept a disabled key again.")] = False,
+    clear: Annotated[
+        str | None,
+        typer.Option("--clear", help="Comma-separated limits to remove: rpm, tpm, quota, expiry."),
+    ] = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -188,6 +194,10 @@ def update_key(
         changes["allowed_models"] = _models(models)
     if disable or enable:
         changes["disabled"] = disable
+    for name in _models(clear):
+        if name not in CLEARABLE:
+            raise _fail(f"--clear: unknown limit {name!r} (rpm, tpm, quota, expiry)")
+        changes[CLEARABLE[name]] = None
 
     async def work(store: AccountsStore) -> ApiKey | None:
         key = await _existing(store, key_id)

@@ -440,7 +440,8 @@ def test_cli_issues_keys_the_servers_accept_and_revokes_them(
     updated = ezlink(database, "keys", "update", created["id"], "--disable", "--json")
     assert json.loads(updated.stdout)["state"] == "disabled"
     assert_openai_error(embed(a, created["key"]), 401)
-    ezlink(database, "keys", "update", created["id"], "--enable")
+    enabled = ezlink(database, "keys", "update", created["id"], "--enable", "--clear", "rpm,quota")
+    assert "rpm:            \n" in enabled.stdout and "quota_tokens:   \n" in enabled.stdout
     tokens += embed(a, created["key"]).json()["usage"]["prompt_tokens"]
     assert ezlink(database, "keys", "revoke", created["id"]).exit_code == 0
     assert_openai_error(embed(a, created["key"]), 401)
