@@ -118,16 +118,7 @@ class Batcher:
     async def embed(self, sequences: Sequence[Sequence[int]]) -> Vectors:
         """Vectors for the inputs, in order; raises OverloadedError when the queue is full."""
         tokens = sum(len(seq) for seq in sequences)
-        # Admitted while the queue is under its limit, whatever the request's
-        # size: a big request would otherwise wait for an empty queue, which
-        # under steady load never comes. The queue overshoots by at most one
-        # request (bounded by the per-request token limit).
-        if self._queued_tokens >= self._config.max_queue_tokens:
-            self.stats.rejected_requests += 1
-            raise OverloadedError(
-                "The server is overloaded; retry shortly.",
-                headers={"Retry-After": str(self._retry_after_seconds())},
-            )
+        self.check_room()
         loop = asyncio.get_running_loop()
         job = _Job(
             sequences=sequences,
@@ -145,6 +136,19 @@ class Batcher:
             # A cancelled request (client gone) leaves the queue at once.
             if job.waiting:
                 self._cancel(job)
+
+    def check_room(self) -> None:
+        """Raise OverloadedError (503, Retry-After) when the queue is full."""
+        # Admitted while the queue is under its limit, whatever the request's
+        # size: a big request would otherwise wait for an empty queue, which
+        # under steady load never comes. The queue overshoots by at most one
+        # request (bounded by the per-request token limit).
+        if self._queued_tokens >= self._config.max_queue_tokens:
+            self.stats.rejected_requests += 1
+            raise OverloadedError(
+                "The server is overloaded; retry shortly.",
+                headers={"Retry-After": str(self._retry_after_seconds())},
+            )
 
     def _retry_after_seconds(self) -> int:
         """Seconds until the queue has drained at the recent pace (1 to 60)."""

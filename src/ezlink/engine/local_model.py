@@ -149,6 +149,9 @@ class LocalModel:
         if self.batcher is None:
             raise RuntimeError("model not started")
         self.check_dimensions(request.dimensions)
+        # Refuse before tokenizing: under a burst the 503 must come at once,
+        # not after a turn in the tokenizer threads.
+        self.batcher.check_room()
         # Off the event loop: a 16 MiB input takes seconds to tokenize, and every
         # other request would wait on it (the tokenizer releases the GIL).
         sequences = await asyncio.to_thread(self.tokenize, request)
