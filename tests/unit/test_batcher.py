@@ -16,7 +16,7 @@ import pytest
 
 from ezlink.backends.base import Vectors
 from ezlink.config import BatchingConfig
-from ezlink.engine.batcher import Batcher
+from ezlink.engine.batcher import PART_MIN_INPUTS, Batcher, split_by_length
 from ezlink.errors import InternalError, OverloadedError
 
 DIMENSION = 3
@@ -215,3 +215,30 @@ async def test_stop_finishes_what_was_admitted() -> None:
     await asyncio.sleep(0)
     await batcher.stop()
     assert pending.done() and pending.result().shape == (10, DIMENSION)
+
+
+def test_inputs_of_similar_length_form_one_part() -> None:
+    assert split_by_length([20, 23, 21, 25, 22]) == [[0, 2, 4, 1, 3]]
+
+
+def test_a_batch_of_short_and_long_inputs_runs_as_parts_of_similar_length() -> None:
+    lengths = [180, 5] * 10
+    parts = split_by_length(lengths)
+    assert [sorted(lengths[row] for row in part) for part in parts] == [[5] * 10, [180] * 10]
+
+
+def test_a_part_too_small_to_be_worth_a_pass_joins_its_neighbour() -> None:
+    lengths = [5] * 10 + [100] * (PART_MIN_INPUTS - 1)
+    assert split_by_length(lengths) == [list(range(len(lengths)))]
+
+
+async def test_rows_run_in_parts_come_back_in_their_places() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_size=64, max_batch_tokens=100_000)
+    await batcher.start()
+    mixed = [[n] * (1 + (n * 37) % 64) for n in range(1, 49)]
+    vectors = await batcher.embed(mixed)
+    await batcher.stop()
+    assert vectors.tolist() == [vector_of(seq) for seq in mixed]
+    assert len(model.batches) > 1  # one batch, run as several parts
+    assert batcher.stats.padded_tokens < len(mixed) * 64
