@@ -75,16 +75,25 @@ def ratelimit_headers(limits: KeyLimits, decision: Decision) -> dict[str, str]:
     return headers
 
 
+# A `need` no bucket falls short of: settling charges whatever the level.
+ANY_LEVEL = -1e18
+
+
 def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Take]:
-    """Admission (tokens=None): one request, and a positive token bucket.
-    Settlement: charge the tokens used, whatever the level."""
+    """The takes from a key's buckets (only those it has limits for).
+
+    Admission (`tokens` None): one unit from the requests bucket, and a
+    positive tokens bucket. Settlement: the tokens used, at any level; the
+    requests bucket is only read, for the headers.
+    """
+    settling = tokens is not None
     takes = []
     if limits.rpm is not None:
-        cost = 0 if tokens is not None else 1
-        takes.append(Take(f"{key_id}:rpm", limits.rpm, cost, -1e18 if tokens is not None else 1))
+        cost, need = (0.0, ANY_LEVEL) if settling else (1.0, 1.0)
+        takes.append(Take(f"{key_id}:rpm", limits.rpm, cost, need))
     if limits.tpm is not None:
-        cost = tokens or 0
-        takes.append(Take(f"{key_id}:tpm", limits.tpm, cost, -1e18 if tokens is not None else 1))
+        cost, need = (float(tokens or 0), ANY_LEVEL) if settling else (0.0, 1.0)
+        takes.append(Take(f"{key_id}:tpm", limits.tpm, cost, need))
     return takes
 
 
