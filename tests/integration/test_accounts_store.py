@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ezlink.accounts.keys import utcnow
 from ezlink.accounts.service import Accounts
@@ -162,3 +164,30 @@ async def test_the_secret_is_not_stored_anywhere_in_the_database(
     text = dump(database_url, postgres)
     assert key.prefix in text
     assert secret not in text and secret[len(key.prefix) :] not in text
+
+
+async def test_a_failed_flush_leaves_nothing_and_is_retried_whole(database_url: str) -> None:
+    config = AccountsConfig(database_url=database_url, usage_flush_interval_s=3600)
+    service = Accounts.from_config(config)
+    await service.start()
+    try:
+        key, _ = await service.store.create_key("k")
+        for tokens in (5, 6, 7):
+            service.recorder.record(event(key.id, tokens))
+        # A real failure mid-transaction: the counter UPDATE succeeds, the INSERT fails.
+        async with service.store.engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE usage_events RENAME TO usage_away"))
+        with pytest.raises(SQLAlchemyError):
+            await service.recorder.flush()
+        assert service.recorder.pending == 3
+        stored = await service.store.get_key(key.id)
+        assert stored is not None and stored.limits.used_tokens == 0
+        async with service.store.engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE usage_away RENAME TO usage_events"))
+        await service.recorder.flush()
+        (total,) = await service.store.usage(key_id=key.id)
+        assert total["requests"] == 3 and total["prompt_tokens"] == 18
+        stored = await service.store.get_key(key.id)
+        assert stored is not None and stored.limits.used_tokens == 18
+    finally:
+        await service.stop()
