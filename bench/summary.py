@@ -1,0 +1,78 @@
+"""Print a run's results side by side and the final ratio line.
+
+    python bench/summary.py bench/results/RUN.jsonl
+
+ratio_vs_limit: ezlink's texts/s on 16-input requests of short texts over
+the raw limit (the same backend in-process at its best batch size, same
+texts); ratio_vs_peer: the same ezlink figure over infinity-emb's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+HEADLINE = "short16"
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def find(
+    rows: list[dict[str, Any]], target: str, scenario: str | None = None
+) -> dict[str, Any] | None:
+    for row in rows:
+        if row.get("target") == target and (scenario is None or row.get("scenario") == scenario):
+            return row
+    return None
+
+
+def main() -> None:
+    rows = load(sys.argv[1])
+    print(
+        f"{'target':<22}{'scenario':<10}{'texts/s':>10}{'tokens/s':>11}{'p50 ms':>10}{'p99 ms':>10}  statuses"
+    )
+    for row in rows:
+        if "texts_per_s" not in row:
+            continue
+        scenario = row.get("scenario") or f"bs={row.get('batch_size')}"
+        print(
+            f"{row['target']:<22}{scenario:<10}{row['texts_per_s']:>10}{row['tokens_per_s']:>11}"
+            f"{row.get('p50_ms', ''):>10}{row.get('p99_ms', ''):>10}  {row.get('statuses', '')}"
+        )
+    single = find(rows, "raw single text")
+    alone = find(rows, "ezlink", "single-c1")
+    if single and alone:
+        overhead = alone["p50_ms"] - single["p50_ms"]
+        print(
+            f"single short request: ezlink p50 {alone['p50_ms']} ms vs raw encode p50 "
+            f"{single['p50_ms']} ms: overhead {overhead:.2f} ms"
+        )
+    for row in rows:
+        if row.get("target") == "ezlink burst":
+            print(
+                f"burst {row['round']}: {row['requests']} requests at once: {row['served_200']} served "
+                f"(p50 {row['p50_200_ms']} ms, p99 {row['p99_200_ms']} ms), {row['refused_503']} got 503 "
+                f"(p50 {row['p50_503_ms']} ms), {row['other']} other; RSS {row['rss_before_mib']} -> "
+                f"peak {row['rss_peak_mib']} -> {row['rss_after_mib']} MiB"
+            )
+    for row in rows:
+        if row.get("target") == "note":
+            print(f"note: {row['text']}")
+    limit = find(rows, "raw limit (best)")
+    ours = find(rows, "ezlink", HEADLINE)
+    peer = find(rows, "infinity-emb", HEADLINE)
+    ratio_limit = ours["texts_per_s"] / limit["texts_per_s"] if ours and limit else float("nan")
+    ratio_peer = (
+        ours["texts_per_s"] / peer["texts_per_s"]
+        if ours and peer and peer["texts_per_s"]
+        else float("nan")
+    )
+    print(f"ratio_vs_limit={ratio_limit:.2f} ratio_vs_peer={ratio_peer:.2f}")
+
+
+if __name__ == "__main__":
+    main()
