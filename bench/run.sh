@@ -59,7 +59,10 @@ $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$RAW_SIZES" $RAW_
 
 echo "== (b) ezlink"
 PORT=$(free_port)
-.venv/bin/ezlink serve --port "$PORT" --log-level warning > bench/results/ezlink.log 2>&1 &
+# Its accounts database (usage is recorded per request) in a throw-away
+# directory on the same disk, never the user's ~/.local/share/ezlink.
+DATA_DIR=$(mktemp -d -t ezlink-bench-XXXXXX)
+EZLINK_DATA_DIR="$DATA_DIR" .venv/bin/ezlink serve --port "$PORT" --log-level warning > bench/results/ezlink.log 2>&1 &
 SERVER_PID=$!
 if wait_ready "http://127.0.0.1:$PORT"; then
   saturate ezlink "http://127.0.0.1:$PORT"
@@ -70,6 +73,7 @@ else
   note "ezlink did not start: see bench/results/ezlink.log"
 fi
 stop_server
+rm -rf "$DATA_DIR"
 
 echo "== (c) infinity-emb"
 if [[ ! -x "$INFINITY_VENV/bin/infinity_emb" ]]; then
