@@ -242,7 +242,11 @@ class Batcher:
             batch = self._take_batch()
             if self.on_batch is not None:
                 now = time.perf_counter()
-                self.on_batch(len(batch), [now - job.enqueued_at for job, _ in batch])
+                try:
+                    self.on_batch(len(batch), [now - job.enqueued_at for job, _ in batch])
+                except Exception:
+                    # An observer must never cost the batch (its requests would hang).
+                    logger.exception("batch observer failed")
             self._in_flight += 1
             try:
                 sequences = [job.sequences[index] for job, index in batch]
