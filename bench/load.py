@@ -164,7 +164,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--encoding-format", default="float")
+    # What openai-python asks for by default.
+    parser.add_argument("--encoding-format", default="base64")
     parser.add_argument("--model-dir", default="", help="tokenizer.json here counts tokens/s")
     args = parser.parse_args()
     try:
