@@ -134,11 +134,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(client()) for _ in range(args.concurrency)]
     await asyncio.sleep(args.warmup)
+    before = await scrape(args.url) if args.metrics else {}
     measuring = True
     started = time.perf_counter()
     await asyncio.sleep(args.duration)
     measuring = False
     elapsed = time.perf_counter() - started
+    after = await scrape(args.url) if args.metrics else {}
     stop.set()
     await asyncio.wait(tasks, timeout=60)
     return {
@@ -150,6 +152,36 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "p50_ms": round(percentile(latencies, 50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "statuses": statuses,
+        **batching(before, after, done["tokens"]),
+    }
+
+
+async def scrape(url: str) -> dict[str, float]:
+    """ezlink's batch counters from /metrics (summed over models)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = (await reader.read()).decode("utf-8", "replace")
+    writer.close()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("ezlink_batches_total", "ezlink_batch_padded_tokens_total"):
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def batching(before: dict[str, float], after: dict[str, float], tokens: int) -> dict[str, float]:
+    """Mean batch size and the share of computed tokens that were real (not padding)."""
+    if not before or not after:
+        return {}
+    batches = after.get("ezlink_batches_total", 0) - before.get("ezlink_batches_total", 0)
+    padded = after.get("ezlink_batch_padded_tokens_total", 0) - before.get(
+        "ezlink_batch_padded_tokens_total", 0
+    )
+    return {
+        "batches": batches,
+        "real_token_share": round(tokens / padded, 2) if padded else float("nan"),
     }
 
 
@@ -161,6 +193,7 @@ def main() -> None:
     parser.add_argument("--key", default="")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="short16")
     parser.add_argument("--tag", default="", help="the scenario's name in the results")
+    parser.add_argument("--metrics", action="store_true", help="read ezlink's batch counters")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)

@@ -46,7 +46,7 @@ wait_ready() {  # until one embeddings request answers 200 (models load in the b
 load() {  # label url scenario [concurrency tag]
   $PY bench/load.py --label "$1" --url "$2" --model "$MODEL" --scenario "$3" \
     --concurrency "${4:-64}" --tag "${5:-$3}" --duration "$DURATION" --warmup "$WARMUP" \
-    --model-dir "$MODEL_DIR" | tee -a "$OUT"
+    --model-dir "$MODEL_DIR" ${LOAD_EXTRA:-} | tee -a "$OUT"
 }
 
 saturate() {  # label url
@@ -65,7 +65,7 @@ DATA_DIR=$(mktemp -d -t ezlink-bench-XXXXXX)
 EZLINK_DATA_DIR="$DATA_DIR" .venv/bin/ezlink serve --port "$PORT" --log-level warning > bench/results/ezlink.log 2>&1 &
 SERVER_PID=$!
 if wait_ready "http://127.0.0.1:$PORT"; then
-  saturate ezlink "http://127.0.0.1:$PORT"
+  LOAD_EXTRA=--metrics saturate ezlink "http://127.0.0.1:$PORT"
   load ezlink "http://127.0.0.1:$PORT" single 1 single-c1
   $PY bench/burst.py --url "http://127.0.0.1:$PORT" --model "$MODEL" --pid "$SERVER_PID" \
     --requests "$BURST" --rounds "$ROUNDS" | tee -a "$OUT"

@@ -42,6 +42,11 @@ def main() -> None:
         print(
             f"{row['target']:<22}{scenario:<10}{row['texts_per_s']:>10}{row['tokens_per_s']:>11}"
             f"{row.get('p50_ms', ''):>10}{row.get('p99_ms', ''):>10}  {row.get('statuses', '')}"
+            + (
+                f" batches={row['batches']:.0f} real/padded tokens={row['real_token_share']}"
+                if "batches" in row
+                else ""
+            )
         )
     single = find(rows, "raw single text")
     alone = find(rows, "ezlink", "single-c1")
