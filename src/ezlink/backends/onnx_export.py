@@ -88,6 +88,8 @@ def _export(files: ModelFiles, destination: Path) -> None:
                 "embedding": {0: "batch"},
             },
             opset_version=OPSET,
+            # The TorchScript exporter: the dynamo one (torch 2.13) wrote a
+            # graph ONNX Runtime 1.32 refuses (a duplicate output name).
             dynamo=False,
             # One self-contained file: nothing beside it to rename atomically.
             external_data=False,
