@@ -50,7 +50,13 @@ load() {  # label url scenario [concurrency tag]
 }
 
 saturate() {  # label url
-  for scenario in single short16 mixed16; do load "$1" "$2" "$scenario"; done
+  load "$1" "$2" single 64
+  # 32 clients x 16 texts keep 512 texts in flight (8 full batches): enough
+  # to saturate, and each client still finishes several requests in the
+  # window (with 64, a request waits most of the window and the count of
+  # finished ones jumps in steps of 1024 texts).
+  load "$1" "$2" short16 32
+  load "$1" "$2" mixed16 32
 }
 
 note "uptime at start: $(uptime | sed 's/.*load average/load average/')"
