@@ -157,6 +157,11 @@ class LocalModel:
                 param="dimensions",
             )
 
+    def check_room(self) -> None:
+        """Raise OverloadedError (503) when this model's queue is full."""
+        if self.batcher is not None:
+            self.batcher.check_room()
+
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         if self.batcher is None:
             raise RuntimeError("model not started")

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from ezlink.accounts.service import Accounts
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.protocol import parse_embeddings_call, render_embeddings
+from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
 from ezlink.errors import ModelNotFoundError, OverloadedError
 
@@ -61,6 +62,10 @@ async def create_embeddings(
             code="model_loading",
             headers={"Retry-After": "1"},
         )
+    if isinstance(model, LocalModel):
+        # Shed load before any accounting: under a burst a refused request
+        # must cost next to nothing (no database round trips) to come at once.
+        model.check_room()
     # Quota and rate limits (429 past them); usage is recorded however it ends.
     accounts: Accounts = request.app.state.accounts
     meter = await accounts.admit(
