@@ -77,8 +77,37 @@ async def burst(args: argparse.Namespace, server: psutil.Process, round_: int) -
     }
 
 
+async def http_floor(args: argparse.Namespace) -> dict[str, object]:
+    """The same burst for an unknown model: 404s after auth and parsing, no model.
+
+    What any answer costs on this event loop under this burst: the floor
+    under the 503s' latency.
+    """
+    texts = short_texts(args.requests * 16, seed=9)
+    latencies: list[float] = []
+
+    async def one(index: int) -> None:
+        body = json.dumps({"model": "no-such-model", "input": texts[index * 16 : (index + 1) * 16]})
+        connection = Connection(args.host, args.port, "/v1/embeddings", {})
+        started = time.perf_counter()
+        try:
+            await connection.post(body.encode())
+        finally:
+            connection.close()
+        latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(one(index) for index in range(args.requests)))
+    return {
+        "target": "ezlink burst floor",
+        "requests": args.requests,
+        "p50_404_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_404_ms": round(percentile(latencies, 99) * 1000, 1),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> None:
     server = psutil.Process(args.pid)
+    print(json.dumps(await http_floor(args)), flush=True)
     for round_ in range(args.rounds):
         print(json.dumps(await burst(args, server, round_)), flush=True)
         await asyncio.sleep(1)

@@ -65,6 +65,12 @@ def main() -> None:
                 f"peak {row['rss_peak_mib']} -> {row['rss_after_mib']} MiB"
             )
     for row in rows:
+        if row.get("target") == "ezlink burst floor":
+            print(
+                f"burst floor: {row['requests']} requests at once for an unknown model (404, no "
+                f"model work): p50 {row['p50_404_ms']} ms, p99 {row['p99_404_ms']} ms"
+            )
+    for row in rows:
         if row.get("target") == "note":
             print(f"note: {row['text']}")
     limit = find(rows, "raw limit (best)")
