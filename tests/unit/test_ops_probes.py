@@ -22,8 +22,12 @@ def not_loaded_app(**server: object) -> FastAPI:
 
 async def call(app: FastAPI, method: str, path: str, **kwargs: object) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ezlink") as client:
-        return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ezlink") as client:
+            return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    finally:
+        # No lifespan ran, so close the accounts database here, on this loop.
+        await app.state.accounts.store.engine.dispose()
 
 
 async def test_health_is_ok_while_models_load() -> None:
