@@ -12,15 +12,16 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
 from ezlink.accounts.keys import ApiKey, as_utc
-from ezlink.accounts.store.database import default_database_url, make_engine, migrate
-from ezlink.accounts.store.repository import AccountsStore
 from ezlink.config import load_settings
 from ezlink.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ezlink.accounts.store.repository import AccountsStore
 
 T = TypeVar("T")
 # `keys update --clear` names → the key fields they reset to "no limit".
@@ -58,6 +59,10 @@ def _with_store(config: Path | None, work: Callable[[AccountsStore], Awaitable[T
         settings = load_settings(config)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+
+    # Imported here: SQLAlchemy costs every other `ezlink` command a third of a second.
+    from ezlink.accounts.store.database import default_database_url, make_engine, migrate
+    from ezlink.accounts.store.repository import AccountsStore
 
     async def run() -> T:
         engine = make_engine(settings.accounts.database_url or default_database_url())
