@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await asyncio.wait(tasks, timeout=60)
     return {
         "target": args.label,
+        "load1": round(os.getloadavg()[0], 2),
         "scenario": args.tag or args.scenario,
         "concurrency": args.concurrency,
         "texts_per_s": round(done["texts"] / elapsed, 1),
