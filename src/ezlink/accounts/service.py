@@ -97,6 +97,12 @@ def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Tak
     return takes
 
 
+# An open server (no master key, no key issued yet) asks the database whether
+# a key exists at most this often, not on every request: the first key issued
+# (by the CLI or another replica) closes every server within this time.
+NO_KEYS_RECHECK_S = 1.0
+
+
 class Accounts:
     """Owns the database engine, the limiter and the usage recorder."""
 
@@ -106,6 +112,7 @@ class Accounts:
         self.recorder = recorder
         # Keys are never deleted, so once one exists the server stays closed.
         self._has_keys = False
+        self._no_keys_until = 0.0
 
     @classmethod
     def from_config(cls, config: AccountsConfig) -> Accounts:
@@ -139,11 +146,15 @@ class Accounts:
     # -- keys ---------------------------------------------------------------
 
     async def any_keys(self) -> bool:
+        """Whether any key was ever issued; a "no" is trusted for NO_KEYS_RECHECK_S."""
+        if self._has_keys or time.monotonic() < self._no_keys_until:
+            return self._has_keys
+        try:
+            self._has_keys = await self.store.any_keys()
+        except DATABASE_ERRORS as exc:
+            raise database_unavailable() from exc
         if not self._has_keys:
-            try:
-                self._has_keys = await self.store.any_keys()
-            except DATABASE_ERRORS as exc:
-                raise database_unavailable() from exc
+            self._no_keys_until = time.monotonic() + NO_KEYS_RECHECK_S
         return self._has_keys
 
     async def find_key(self, secret: str) -> ApiKey | None:
