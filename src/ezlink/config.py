@@ -44,7 +44,9 @@ class BatchingConfig(Strict):
     # Padded tokens per batch (batch size x longest input): bounds the
     # memory and the latency of one forward pass.
     max_batch_tokens: int = Field(16384, ge=1)
-    max_batch_size: int = Field(64, ge=1)
+    # On CPU, per-input speed peaks at small batches (bench/README.md: raw
+    # ONNX on 2 cores ran 291 texts/s at 16, 266 at 64); raise it on a GPU.
+    max_batch_size: int = Field(16, ge=1)
     # Inputs one request puts in a batch before the next request's turn:
     # typical requests pass whole, first come first served, while a huge
     # one cannot hold back the small ones queued behind it.
