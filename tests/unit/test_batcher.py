@@ -218,18 +218,26 @@ async def test_stop_finishes_what_was_admitted() -> None:
 
 
 def test_inputs_of_similar_length_form_one_part() -> None:
-    assert split_by_length([20, 23, 21, 25, 22]) == [[0, 2, 4, 1, 3]]
+    assert split_by_length([20, 23, 21, 25, 22], 16) == [[0, 2, 4, 1, 3]]
 
 
 def test_a_batch_of_short_and_long_inputs_runs_as_parts_of_similar_length() -> None:
     lengths = [180, 5] * 10
-    parts = split_by_length(lengths)
+    parts = split_by_length(lengths, 16)
     assert [sorted(lengths[row] for row in part) for part in parts] == [[5] * 10, [180] * 10]
 
 
 def test_a_part_too_small_to_be_worth_a_pass_joins_its_neighbour() -> None:
     lengths = [5] * 10 + [100] * (PART_MIN_INPUTS - 1)
-    assert split_by_length(lengths) == [list(range(len(lengths)))]
+    assert split_by_length(lengths, 32) == [list(range(len(lengths)))]
+
+
+def test_a_wide_batch_runs_as_passes_of_at_most_max_pass_size() -> None:
+    lengths = [7, 9, 8, 10] * 10
+    parts = split_by_length(lengths, 16)
+    assert [len(part) for part in parts] == [16, 16, 8]
+    assert sorted(row for part in parts for row in part) == list(range(40))
+    assert [lengths[row] for part in parts for row in part] == sorted(lengths)
 
 
 async def test_rows_run_in_parts_come_back_in_their_places() -> None:

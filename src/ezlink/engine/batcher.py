@@ -69,23 +69,27 @@ class BatcherStats:
     dropped_inputs: int = 0
 
 
-def split_by_length(lengths: Sequence[int]) -> list[list[int]]:
-    """Rows of a batch grouped into parts of similar lengths, shortest first.
+def split_by_length(lengths: Sequence[int], max_pass: int) -> list[list[int]]:
+    """Rows of a batch grouped into forward passes of similar lengths, shortest first.
 
     Fair batch formation mixes requests, so a batch may hold inputs of 5 and
     of 180 tokens; padding all of them to 180 would waste most of the work.
-    A new part starts where the length more than doubles, so no part pads
-    by more than 2x; parts keep at least PART_MIN_INPUTS rows, since each
-    part is one more forward pass.
+    A new pass starts where the length more than doubles, so no pass pads
+    by more than 2x, or where it holds `max_pass` rows (on CPU small passes
+    run fastest per input); passes keep at least PART_MIN_INPUTS rows where
+    they can, since each one is one more forward pass.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     parts: list[list[int]] = [[]]
     for row in order:
         current = parts[-1]
-        if len(current) >= PART_MIN_INPUTS and lengths[row] > 2 * lengths[current[0]]:
+        if len(current) >= max_pass or (
+            len(current) >= PART_MIN_INPUTS and lengths[row] > 2 * lengths[current[0]]
+        ):
             parts.append([])
         parts[-1].append(row)
-    if len(parts) > 1 and len(parts[-1]) < PART_MIN_INPUTS:
+    last = parts[-1]
+    if len(parts) > 1 and len(last) < PART_MIN_INPUTS and len(parts[-2]) + len(last) <= max_pass:
         parts[-2].extend(parts.pop())
     return parts
 
@@ -265,8 +269,8 @@ class Batcher:
                 self._signal_if_idle()
 
     def _run_in_parts(self, sequences: Sequence[Sequence[int]]) -> tuple[Vectors, int]:
-        """Run a batch as parts of similar lengths (on a worker thread); (vectors, padded tokens)."""
-        parts = split_by_length([len(seq) for seq in sequences])
+        """Run a batch as passes of similar lengths (on a worker thread); (vectors, padded tokens)."""
+        parts = split_by_length([len(seq) for seq in sequences], self._config.max_pass_size)
         if len(parts) == 1:
             return self._run_batch(sequences), len(sequences) * max(map(len, sequences))
         vectors = np.empty((len(sequences), self._dimension), dtype=np.float32)
