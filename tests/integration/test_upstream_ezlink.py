@@ -12,7 +12,6 @@ import openai
 import pytest
 
 from ezlink.engine.cl100k import cl100k
-from tests.support.fault_upstream import wait_until_ready
 from tests.support.server import ServerProcess, write_config
 
 FRONT_KEY = "sk-front-master-fedcba9876543210"
@@ -22,7 +21,6 @@ TEXTS = ["The cat sat on the mat.", "Embeddings map text to vectors.", "ezlink"]
 
 @pytest.fixture(scope="module")
 def back(server: ServerProcess) -> ServerProcess:
-    wait_until_ready(server.base_url)
     return server
 
 
@@ -53,7 +51,6 @@ def front(back: ServerProcess) -> Iterator[ServerProcess]:
     )
     env = {"BACK_EZLINK_KEY": back.master_key or ""}
     with ServerProcess(config=config, env=env, master_key=FRONT_KEY) as process:
-        wait_until_ready(process.base_url)
         yield process
 
 

@@ -16,7 +16,6 @@ from tests.support.fault_upstream import (
     USAGE_PER_INPUT,
     FaultUpstream,
     fake_vector,
-    wait_until_ready,
 )
 from tests.support.server import ServerProcess, write_config
 
@@ -94,7 +93,6 @@ def front(
         }
     )
     with ServerProcess(config=config, master_key=FRONT_KEY) as process:
-        wait_until_ready(process.base_url)
         yield process
 
 

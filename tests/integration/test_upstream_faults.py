@@ -24,7 +24,6 @@ from tests.support.fault_upstream import (
     USAGE_PER_INPUT,
     FaultUpstream,
     fake_vector,
-    wait_until_ready,
 )
 from tests.support.server import ServerProcess, write_config
 
@@ -119,7 +118,6 @@ def front(fault: FaultUpstream) -> Iterator[ServerProcess]:
     config = write_config(front_config(fault))
     env = {"FAULT_UPSTREAM_KEY": UPSTREAM_KEY}
     with ServerProcess(config=config, env=env, master_key=FRONT_KEY) as process:
-        wait_until_ready(process.base_url)
         yield process
 
 

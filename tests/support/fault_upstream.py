@@ -266,19 +266,6 @@ class FaultUpstream:
         self.stop()
 
 
-def wait_until_ready(base_url: str, timeout: float = 120) -> None:
-    """Models load in the background: wait for a server's /ready to say 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base_url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{base_url} was not ready within {timeout:g}s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
