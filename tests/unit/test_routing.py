@@ -10,11 +10,11 @@ import pytest
 
 from ezlink.config import BreakerConfig, LimitsConfig, RetryConfig, RoutedModelConfig
 from ezlink.engine.breaker import CircuitBreaker
+from ezlink.engine.limits import check_token_limits
 from ezlink.engine.routing import (
     Route,
     RoutedModel,
     backoff_delay,
-    check_token_limits,
     chunks,
     count_tokens,
     weighted_order,
@@ -134,14 +134,15 @@ def test_our_count_is_cl100k_tokens_or_token_ids() -> None:
 
 def test_the_contracts_token_limits_hold_for_routed_models() -> None:
     limits = LimitsConfig(max_input_tokens=10, max_request_tokens=25)
-    check_token_limits([10, 10], limits)
+    per_input, per_request = limits.max_input_tokens, limits.max_request_tokens
+    check_token_limits([10, 10], per_input, per_request)
     with pytest.raises(InvalidRequestError) as raised:
-        check_token_limits([3, 11], limits)
+        check_token_limits([3, 11], per_input, per_request)
     assert (
         raised.value.code == "context_length_exceeded" and "Input 1 has 11" in raised.value.message
     )
     with pytest.raises(InvalidRequestError) as raised:
-        check_token_limits([10, 10, 10], limits)
+        check_token_limits([10, 10, 10], per_input, per_request)
     assert raised.value.code == "max_tokens_per_request"
 
 

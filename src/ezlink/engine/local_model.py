@@ -13,6 +13,7 @@ from ezlink.backends.model_files import ModelFiles, locate_model, read_model_fil
 from ezlink.config import LimitsConfig, LocalModelConfig
 from ezlink.engine.batcher import Batcher
 from ezlink.engine.cl100k import UnknownTokenError, decode_cl100k
+from ezlink.engine.limits import check_token_limits
 from ezlink.engine.tokenization import ModelTokenizer
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
 from ezlink.errors import InvalidRequestError
@@ -125,22 +126,9 @@ class LocalModel:
     def tokenize(self, request: EmbedRequest) -> list[list[int]]:
         """The model's own token ids per input, with the per-input and request limits applied."""
         sequences = self.tokenizer.encode(self.texts_of(request))
-        for index, ids in enumerate(sequences):
-            if len(ids) > self.max_input_tokens:
-                raise InvalidRequestError(
-                    f"Input {index} has {len(ids)} tokens, more than this model's limit of "
-                    f"{self.max_input_tokens} tokens. Shorten the input.",
-                    param="input",
-                    code="context_length_exceeded",
-                )
-        total = sum(len(ids) for ids in sequences)
-        if total > self.limits.max_request_tokens:
-            raise InvalidRequestError(
-                f"The request has {total} tokens in all, more than the limit of "
-                f"{self.limits.max_request_tokens} tokens per request.",
-                param="input",
-                code="max_tokens_per_request",
-            )
+        check_token_limits(
+            [len(ids) for ids in sequences], self.max_input_tokens, self.limits.max_request_tokens
+        )
         return sequences
 
     def check_dimensions(self, dimensions: int | None) -> None:

@@ -39,6 +39,7 @@ from ezlink.backends.upstream import (
 from ezlink.config import LimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig
 from ezlink.engine.cl100k import UnknownTokenError, cl100k, decode_cl100k
 from ezlink.engine.endpoint import UpstreamEndpoint, UpstreamSnapshot
+from ezlink.engine.limits import check_token_limits
 from ezlink.engine.local_model import reduce_dimensions
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard, ServedModel
 from ezlink.errors import (
@@ -98,26 +99,6 @@ def count_tokens(texts: list[str] | None, token_ids: list[list[int]] | None) -> 
     encoding = cl100k()
     # Not encode_ordinary_batch: it starts a thread pool per call (~7 ms).
     return [len(encoding.encode_ordinary(text)) for text in texts or []]
-
-
-def check_token_limits(counts: list[int], limits: LimitsConfig) -> None:
-    """The contract's limits hold whichever upstream serves the request."""
-    for index, count in enumerate(counts):
-        if count > limits.max_input_tokens:
-            raise InvalidRequestError(
-                f"Input {index} has {count} tokens, more than the limit of "
-                f"{limits.max_input_tokens} tokens per input. Shorten the input.",
-                param="input",
-                code="context_length_exceeded",
-            )
-    total = sum(counts)
-    if total > limits.max_request_tokens:
-        raise InvalidRequestError(
-            f"The request has {total} tokens in all, more than the limit of "
-            f"{limits.max_request_tokens} tokens per request.",
-            param="input",
-            code="max_tokens_per_request",
-        )
 
 
 def chunks(count: int, size: int) -> list[slice]:
@@ -206,7 +187,7 @@ class RoutedModel:
             counts = await asyncio.to_thread(count_tokens, request.texts, request.token_ids)
         else:
             counts = count_tokens(request.texts, request.token_ids)
-        check_token_limits(counts, self.limits)
+        check_token_limits(counts, self.limits.max_input_tokens, self.limits.max_request_tokens)
         return counts
 
     def _final_error(self, failures: list[RouteFailed]) -> EzlinkError:
