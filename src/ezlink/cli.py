@@ -13,8 +13,8 @@ import typer
 
 from ezlink import __version__
 from ezlink.cli_accounts import keys_app, usage
+from ezlink.cli_common import ConfigOption, fail, settings_or_exit
 from ezlink.cli_upstreams import show_upstreams
-from ezlink.config import Settings, load_settings
 from ezlink.errors import ConfigError, EzlinkError
 
 app = typer.Typer(
@@ -27,26 +27,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.command("usage")(usage)
 app.command("upstreams")(show_upstreams)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML or TOML config file (default: $EZLINK_CONFIG, else built-in)."
-    ),
-]
-
-
-def fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    return typer.Exit(1)
-
-
-def settings_or_exit(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 
 from ezlink.accounts.keys import ApiKey, as_utc
-from ezlink.config import load_settings
-from ezlink.errors import ConfigError
+from ezlink.cli_common import ConfigOption, fail, settings_or_exit
 
 if TYPE_CHECKING:
     from ezlink.accounts.store.repository import AccountsStore
@@ -29,10 +28,6 @@ CLEARABLE = {"rpm": "rpm", "tpm": "tpm", "quota": "quota_tokens", "expiry": "exp
 
 keys_app = typer.Typer(help="Issue and manage API keys.", no_args_is_help=True)
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $EZLINK_CONFIG, else built-in)."),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 KeyArgument = Annotated[str, typer.Argument(help="The key's id (key_...) or display prefix.")]
 ModelsOption = Annotated[
@@ -49,16 +44,8 @@ ExpiresOption = Annotated[
 OwnerOption = Annotated[str | None, typer.Option("--owner", help="Who the key is for.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    return typer.Exit(1)
-
-
 def _with_store(config: Path | None, work: Callable[[AccountsStore], Awaitable[T]]) -> T:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    settings = settings_or_exit(config)
 
     # Imported here: SQLAlchemy costs every other `ezlink` command a third of a second.
     from ezlink.accounts.store.database import default_database_url, make_engine, migrate
@@ -81,7 +68,7 @@ def _date(value: str | None, name: str) -> datetime | None:
     try:
         return as_utc(datetime.fromisoformat(value))
     except ValueError:
-        raise _fail(f"{name}: not an ISO 8601 date or time: {value!r}") from None
+        raise fail(f"{name}: not an ISO 8601 date or time: {value!r}") from None
 
 
 def _models(value: str | None) -> list[str]:
@@ -106,7 +93,7 @@ def _print_key(key: ApiKey, as_json: bool, secret: str | None = None) -> None:
 async def _existing(store: AccountsStore, key_id: str) -> ApiKey:
     key = await store.get_key(key_id)
     if key is None:
-        raise _fail(f"no API key {key_id!r}")
+        raise fail(f"no API key {key_id!r}")
     return key
 
 
@@ -182,7 +169,7 @@ def update_key(
 ) -> None:
     """Change a key; only the options given change (--models '' allows every model)."""
     if disable and enable:
-        raise _fail("--disable and --enable contradict each other")
+        raise fail("--disable and --enable contradict each other")
     changes: dict[str, Any] = {
         field: value
         for field, value in {
@@ -201,7 +188,7 @@ def update_key(
         changes["disabled"] = disable
     for name in _models(clear):
         if name not in CLEARABLE:
-            raise _fail(f"--clear: unknown limit {name!r} (rpm, tpm, quota, expiry)")
+            raise fail(f"--clear: unknown limit {name!r} (rpm, tpm, quota, expiry)")
         changes[CLEARABLE[name]] = None
 
     async def work(store: AccountsStore) -> ApiKey | None:
@@ -236,7 +223,7 @@ def usage(
 ) -> None:
     """Recorded usage: requests, inputs, prompt tokens and errors."""
     if group_by not in (None, "day", "key", "model"):
-        raise _fail("--group-by must be day, key or model")
+        raise fail("--group-by must be day, key or model")
     grouping: Literal["day", "key", "model"] | None = group_by  # type: ignore[assignment]
     since_at = _date(since, "--since")
 
