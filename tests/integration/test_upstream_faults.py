@@ -32,7 +32,16 @@ UPSTREAM_KEY = "sk-upstream-key-abcdef0123456789"
 # A hung upstream is given up on after this long; the client waits far longer.
 UPSTREAM_TIMEOUT_S = 1.0
 CLIENT_TIMEOUT_S = 20.0
-FAULTS = ["error-500", "error-429", "hang", "close", "malformed", "wrong-count", "error-401"]
+FAULTS = [
+    "error-500",
+    "error-429",
+    "hang",
+    "close",
+    "malformed",
+    "wrong-count",
+    "error-401",
+    "oversize",
+]
 FAULT_STATUS = {
     "error-500": 502,
     "error-429": 503,
@@ -41,6 +50,7 @@ FAULT_STATUS = {
     "malformed": 502,
     "wrong-count": 502,
     "error-401": 502,
+    "oversize": 502,
 }
 QUICK_RETRY = {"retries": 1, "backoff_base": 0.01, "backoff_max": 0.05, "max_retry_after": 5}
 
@@ -242,6 +252,22 @@ def test_the_openai_client_sees_an_api_error_not_a_hang(front: ServerProcess) ->
     with pytest.raises(openai.APIStatusError) as raised:
         client(front).embeddings.create(model="only-hang", input="x")
     assert raised.value.status_code == 504
+
+
+def test_an_oversize_answer_is_a_502_and_an_upstream_failure_not_a_500(
+    front: ServerProcess,
+) -> None:
+    # The upstream streams a valid answer padded to 32 MiB; 2 inputs may need ~1.5 MiB.
+    with pytest.raises(openai.APIStatusError) as raised:
+        client(front).embeddings.create(model="only-oversize", input=["x", "y"])
+    assert raised.value.status_code == 502
+    error = assert_openai_error(raised.value.response, 502)
+    assert error["type"] == "upstream_error" and "MiB" in error["message"]
+
+    admin = httpx.get(front.base_url + "/admin/upstreams", headers=front.headers(), timeout=5)
+    oversize = next(row for row in admin.json()["data"] if row["name"] == "fault-oversize")
+    assert oversize["failures"] >= 1
+    assert "exceeds" in oversize["last_error"]
 
 
 def test_the_model_timeout_bounds_all_retries_together(front: ServerProcess) -> None:

@@ -20,6 +20,8 @@ case, and each routed model of the gateway under test names one):
     close           closes the connection without answering
     malformed       200 with a body that is not JSON
     wrong-count     one vector fewer than inputs
+    oversize        a valid answer padded with OVERSIZE_PADDING_BYTES of junk, sent
+                    in chunks until the gateway stops reading
 
 More than ``--max-inputs`` inputs → 400. GET /calls lists what was received
 (model, inputs count, input kind, dimensions, user, encoding, time).
@@ -47,6 +49,10 @@ USAGE_PER_INPUT = 3
 DEFAULT_DIMENSION = 8
 SECRET_IN_ERROR = "sk-upstream-secret-0123456789"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Past the gateway's reply limit for a few inputs (about 1 MiB + 256 KiB per input),
+# yet a valid answer: a gateway without the limit would read it all and answer 200.
+OVERSIZE_PADDING_BYTES = 32 << 20
+OVERSIZE_CHUNK_BYTES = 1 << 16
 
 
 def fake_vector(item: object, dimension: int = DEFAULT_DIMENSION) -> list[float]:
@@ -145,6 +151,8 @@ class FaultServer:
             await respond(writer, 400, error_body(message, code="context_length_exceeded"))
         elif model == "error-401":
             await respond(writer, 401, error_body("bad key"))
+        elif model == "oversize":
+            await respond_padded(writer, answer(model, request, inputs), OVERSIZE_PADDING_BYTES)
         elif model == "malformed":
             await respond_raw(writer, 200, b'{"object": "list", "data": [')
         else:
@@ -188,17 +196,36 @@ async def respond(
     await respond_raw(writer, status, json.dumps(body).encode(), headers)
 
 
-async def respond_raw(
-    writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str] | None = None
-) -> None:
+def response_head(status: int, length: int, headers: dict[str, str] | None = None) -> bytes:
     lines = [
         f"HTTP/1.1 {status} X",
         "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
+        f"Content-Length: {length}",
         "Connection: keep-alive",
         *(f"{k}: {v}" for k, v in (headers or {}).items()),
     ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def respond_raw(
+    writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    writer.write(response_head(status, len(body), headers) + body)
+    await writer.drain()
+
+
+async def respond_padded(writer: asyncio.StreamWriter, body: dict[str, Any], padding: int) -> None:
+    """A 200 of `body` with a `padding` field of that many bytes, streamed chunk by chunk."""
+    head, tail = json.dumps({**body, "padding": ""}).encode().rsplit(b'""', 1)
+    head += b'"'
+    tail = b'"' + tail
+    writer.write(response_head(200, len(head) + padding + len(tail)) + head)
+    chunk = b"x" * OVERSIZE_CHUNK_BYTES
+    for start in range(0, padding, OVERSIZE_CHUNK_BYTES):
+        # A gateway that stops reading closes the connection: drain() then raises.
+        writer.write(chunk[: padding - start])
+        await writer.drain()
+    writer.write(tail)
     await writer.drain()
 
 

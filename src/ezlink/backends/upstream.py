@@ -5,7 +5,8 @@ float32 rows, and classifies every way the call can go wrong:
 
 * ``UpstreamCallFailed`` (502, or 504 for a timeout): the upstream failed —
   5xx, 429, connection errors, timeouts, malformed JSON, the wrong number of
-  vectors. The router retries, falls back, and feeds its circuit breaker.
+  vectors, an answer larger than its batch can need. The router retries,
+  falls back, and feeds its circuit breaker.
 * a client error (400, 413, 422 from the upstream): the request itself is at
   fault, so it is raised as the same 4xx with the upstream's message sanitized.
 
@@ -48,6 +49,14 @@ logger = logging.getLogger(__name__)
 MAX_RELAYED_MESSAGE = 400
 # Answers larger than this are parsed off the event loop (~60 vectors of 1536 floats).
 OFFLOAD_BYTES = 1 << 20
+# A reply is read no further than its batch can need, so a misbehaving upstream
+# cannot make us buffer gigabytes: per input, a vector of MAX_REPLY_DIMENSION JSON
+# floats of JSON_FLOAT_BYTES each ("-0.012345678901234567, " is 23), both generous.
+# Scaled by inputs, not fixed: 2048 inputs of 3072 JSON floats are a real ~140 MB.
+MAX_REPLY_DIMENSION = 8192
+JSON_FLOAT_BYTES = 32
+# Room for `usage`, `model`, per-row keys and an error body, whatever the batch.
+REPLY_SLACK_BYTES = 1 << 20
 # Statuses that say "your request is wrong": relayed to the client as they are.
 CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})
 # Statuses after which another try on the same upstream is pointless (our key,
@@ -68,6 +77,12 @@ class UpstreamBatch:
     @property
     def count(self) -> int:
         return len(self.texts if self.texts is not None else self.token_ids or [])
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The largest answer this batch can legitimately get (see MAX_REPLY_DIMENSION)."""
+        # Not `dimensions`: an upstream that ignores it answers full-width vectors.
+        return REPLY_SLACK_BYTES + self.count * MAX_REPLY_DIMENSION * JSON_FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -268,9 +283,7 @@ class UpstreamClient:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.config.timeout):
-                    response = await self._client.post(
-                        "embeddings", content=orjson.dumps(self.request_body(batch))
-                    )
+                    status, headers, content = await self._post(self._client, batch)
             except (TimeoutError, httpx.TimeoutException):
                 raise UpstreamCallTimedOut(
                     self.name, f"no answer within {self.config.timeout:g}s"
@@ -280,12 +293,31 @@ class UpstreamClient:
             except httpx.TransportError as exc:
                 raise UpstreamCallFailed(self.name, _transport_reason(exc)) from None
             seconds = time.monotonic() - started
-        read = functools.partial(
-            self.read_reply, response.status_code, response.headers, response.content, batch
-        )
+        read = functools.partial(self.read_reply, status, headers, content, batch)
         # Parsing megabytes of vectors would stall every other request on the loop.
-        reply = await asyncio.to_thread(read) if len(response.content) > OFFLOAD_BYTES else read()
+        reply = await asyncio.to_thread(read) if len(content) > OFFLOAD_BYTES else read()
         return dataclasses.replace(reply, seconds=seconds)
+
+    async def _post(
+        self, client: httpx.AsyncClient, batch: UpstreamBatch
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body of one call; the body read no further than it may be."""
+        limit = batch.max_reply_bytes
+        chunks: list[bytes] = []
+        received = 0
+        content = orjson.dumps(self.request_body(batch))
+        async with client.stream("POST", "embeddings", content=content) as response:
+            # Decoded bytes are counted: a compressed reply is limited by what it expands to.
+            async for chunk in response.aiter_bytes():
+                received += len(chunk)
+                if received > limit:
+                    raise UpstreamCallFailed(
+                        self.name,
+                        f"the answer exceeds {limit / (1 << 20):.1f} MiB, "
+                        f"the limit for a batch of {batch.count}",
+                    )
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     def read_reply(
         self, status: int, headers: Mapping[str, str], content: bytes, batch: UpstreamBatch
