@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MASTER_KEY
 from tests.support.server import ServerProcess, write_config
@@ -95,6 +96,16 @@ def wait_for_status(server: ServerProcess, status: int) -> httpx.Response:
     raise AssertionError(f"no {status} within {DEADLINE_S}s")
 
 
+def dropped_inputs_metric(server: ServerProcess) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ezlink_dropped_inputs_total" and sample.labels == {"model": MODEL}
+    )
+
+
 def test_a_full_queue_answers_503_in_the_openai_shape_with_retry_after(
     small_queue_server: ServerProcess,
 ) -> None:
@@ -132,5 +143,6 @@ def test_a_disconnected_clients_queued_inputs_are_dropped_unrun(
     assert dropped, "the server never dropped the departed client's inputs"
     count, total = dropped[-1]
     assert 0 < count <= total
+    assert dropped_inputs_metric(small_queue_server) >= count
     # With its inputs gone the queue has room again, long before they could have run.
     assert small_request(small_queue_server).status_code == 200

@@ -54,6 +54,9 @@ def test_counters_move_by_the_requests_inputs_and_tokens_served(server: ServerPr
         == delta("ezlink_batch_size_count", model=served)
         >= 3
     )
+    # The batches ran exactly the tokens the clients were charged, padding aside.
+    assert delta("ezlink_batch_tokens_total", model=served) == tokens
+    assert delta("ezlink_batch_padded_tokens_total", model=served) >= tokens
 
 
 def test_errors_are_counted_by_status(server: ServerProcess) -> None:
@@ -86,5 +89,7 @@ def test_engine_and_process_figures_are_exposed(server: ServerProcess) -> None:
     samples = scrape(server)
     assert value(samples, "ezlink_ready") == 1
     assert value(samples, "ezlink_queue_tokens", model="all-minilm-l6-v2") == 0
+    # Exported at 0 before any drop, so rate() sees the first one.
+    assert ("ezlink_dropped_inputs_total", frozenset({("model", "all-minilm-l6-v2")})) in samples
     assert value(samples, "ezlink_requests_in_flight") == 0
     assert value(samples, "process_resident_memory_bytes") > 10_000_000

@@ -159,9 +159,19 @@ class EngineCollector(Collector):
             "ezlink_queue_requests", "Requests with inputs waiting in the queue.", labels=labels
         )
         batches = CounterMetricFamily("ezlink_batches", "Inference batches run.", labels=labels)
+        tokens = CounterMetricFamily(
+            "ezlink_batch_tokens",
+            "Real tokens run (padding not counted), summed over batches.",
+            labels=labels,
+        )
         padded = CounterMetricFamily(
             "ezlink_batch_padded_tokens",
             "Padded tokens computed (batch size x longest input), summed over batches.",
+            labels=labels,
+        )
+        dropped = CounterMetricFamily(
+            "ezlink_dropped_inputs",
+            "Inputs never run because their client left before their batch.",
             labels=labels,
         )
         rejected = CounterMetricFamily(
@@ -175,9 +185,11 @@ class EngineCollector(Collector):
             stats = getattr(batcher, "stats", None)
             if stats is not None:
                 batches.add_metric([name], float(stats.batches))
+                tokens.add_metric([name], float(stats.tokens))
                 padded.add_metric([name], float(stats.padded_tokens))
+                dropped.add_metric([name], float(stats.dropped_inputs))
                 rejected.add_metric([name], float(stats.rejected_requests))
-        yield from (queued_tokens, queued_requests, batches, padded, rejected)
+        yield from (queued_tokens, queued_requests, batches, tokens, padded, dropped, rejected)
 
     def _upstream_metrics(self) -> Iterator[Metric]:
         """Per upstream (shared by every model routed to it): circuit and call counts."""
