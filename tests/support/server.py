@@ -17,6 +17,10 @@ import httpx
 import yaml
 
 STARTUP_TIMEOUT_S = 120
+# free_port() only finds a port free now: another process may take it before the
+# server binds, and the server then exits saying so; it is retried on a new port.
+PORT_ATTEMPTS = 3
+PORT_TAKEN_MESSAGE = "address already in use"
 
 
 def free_port() -> int:
@@ -32,6 +36,10 @@ def write_config(data: Mapping[str, Any], directory: Path | None = None) -> Path
     return path
 
 
+class PortTakenError(RuntimeError):
+    """The server exited at start because another process had taken its port."""
+
+
 class ServerProcess:
     """`ezlink serve` as a subprocess; use as a context manager."""
 
@@ -43,17 +51,22 @@ class ServerProcess:
         master_key: str | None = None,
     ) -> None:
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         self.master_key = master_key
         self.log_path = Path(tempfile.mkstemp(prefix="ezlink-server-", suffix=".log")[1])
-        command = [sys.executable, "-m", "ezlink", "serve", "--port", str(self.port)]
-        if config is not None:
-            command += ["--config", str(config)]
-        self.command = command + list(args or [])
+        config_args = ["--config", str(config)] if config is not None else []
+        self.serve_args = [*config_args, *(args or [])]
         self.env = {**os.environ, **(env or {})}
         if master_key is not None:
             self.env["EZLINK_MASTER_KEY"] = master_key
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ezlink", "serve", "--port", str(self.port), *self.serve_args]
 
     @property
     def api_url(self) -> str:
@@ -71,11 +84,23 @@ class ServerProcess:
         return self.process
 
     def start(self) -> ServerProcess:
+        """Launch and wait for /ready; on a new port when another process took this one."""
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._start_on_port()
+            except PortTakenError:
+                self.port = free_port()
+        return self._start_on_port()
+
+    def _start_on_port(self) -> ServerProcess:
         self.process = self.launch()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.logs()}")
+                logs = self.logs()
+                if PORT_TAKEN_MESSAGE in logs.lower():
+                    raise PortTakenError(f"port {self.port} was taken:\n{logs}")
+                raise RuntimeError(f"server exited early:\n{logs}")
             try:
                 # /ready answers 503 while the models load; tests want a loaded model.
                 if httpx.get(self.base_url + "/ready", timeout=1).status_code == 200:
