@@ -28,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 app.command("usage")(usage)
 app.command("upstreams")(show_upstreams)
 
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -47,10 +47,13 @@ class BatchingConfig(Strict):
     # Inputs taken from the queue at once: sorted by length, they run as
     # forward passes of similar lengths, so a wide batch cuts padding.
     max_batch_size: int = Field(64, ge=1)
-    # Inputs per forward pass. On CPU per-input speed peaks at small passes
-    # (bench/README.md: raw ONNX on 2 cores ran 296 texts/s at 16, 263 at
-    # 64); raise it on a GPU.
+    # Inputs, and padded tokens, per forward pass: a batch runs as passes of
+    # similar lengths under both. On CPU speed per token peaks at small
+    # passes (bench/README.md: raw ONNX on 2 cores ran 296 texts/s at 16
+    # inputs, 263 at 64; 128-token inputs ran 10% faster 4 at a time than
+    # 16 at a time); raise both on a GPU.
     max_pass_size: int = Field(16, ge=1)
+    max_pass_tokens: int = Field(512, ge=1)
     # Inputs one request puts in a batch before the next request's turn:
     # typical requests pass whole, first come first served, while a huge
     # one cannot hold back the small ones queued behind it.
@@ -283,7 +286,9 @@ class Settings(Strict):
             for route in model.routes:
                 if route.upstream is not None and route.upstream not in upstreams:
                     raise ValueError(f"model `{model.id}`: no upstream named `{route.upstream}`")
-                if route.upstream is not None and not (route.model or upstreams[route.upstream].model):
+                if route.upstream is not None and not (
+                    route.model or upstreams[route.upstream].model
+                ):
                     raise ValueError(
                         f"model `{model.id}`: route to `{route.upstream}` needs a `model` "
                         "(on the route or the upstream)"

@@ -16,7 +16,7 @@ import pytest
 
 from ezlink.backends.base import Vectors
 from ezlink.config import BatchingConfig
-from ezlink.engine.batcher import PART_MIN_INPUTS, Batcher, split_by_length
+from ezlink.engine.batcher import PASS_LENGTH_STEP, PASS_MIN_ROWS, Batcher, split_by_length
 from ezlink.errors import InternalError, OverloadedError
 
 DIMENSION = 3
@@ -218,26 +218,43 @@ async def test_stop_finishes_what_was_admitted() -> None:
 
 
 def test_inputs_of_similar_length_form_one_part() -> None:
-    assert split_by_length([20, 23, 21, 25, 22], 16) == [[0, 2, 4, 1, 3]]
+    assert split_by_length([20, 23, 21, 25, 22], 16, 512) == [[0, 2, 4, 1, 3]]
 
 
 def test_a_batch_of_short_and_long_inputs_runs_as_parts_of_similar_length() -> None:
     lengths = [180, 5] * 10
-    parts = split_by_length(lengths, 16)
+    parts = split_by_length(lengths, 16, 100_000)
     assert [sorted(lengths[row] for row in part) for part in parts] == [[5] * 10, [180] * 10]
 
 
+def test_no_part_pads_its_rows_by_more_than_the_length_step() -> None:
+    lengths = list(range(10, 90))
+    parts = split_by_length(lengths, 16, 100_000)
+    assert len(parts) > 1
+    for part in parts:
+        widths = [lengths[row] for row in part]
+        # A pass takes its first PASS_MIN_ROWS rows whatever their lengths.
+        assert all(width <= PASS_LENGTH_STEP * widths[0] for width in widths[PASS_MIN_ROWS:])
+
+
 def test_a_part_too_small_to_be_worth_a_pass_joins_its_neighbour() -> None:
-    lengths = [5] * 10 + [100] * (PART_MIN_INPUTS - 1)
-    assert split_by_length(lengths, 32) == [list(range(len(lengths)))]
+    lengths = [5] * 10 + [100] * (PASS_MIN_ROWS - 1)
+    assert split_by_length(lengths, 32, 100_000) == [list(range(len(lengths)))]
 
 
 def test_a_wide_batch_runs_as_passes_of_at_most_max_pass_size() -> None:
     lengths = [7, 9, 8, 10] * 10
-    parts = split_by_length(lengths, 16)
+    parts = split_by_length(lengths, 16, 100_000)
     assert [len(part) for part in parts] == [16, 16, 8]
     assert sorted(row for part in parts for row in part) == list(range(40))
     assert [lengths[row] for part in parts for row in part] == sorted(lengths)
+
+
+def test_long_inputs_run_a_few_at_a_time_under_the_pass_token_budget() -> None:
+    lengths = [200] * 7
+    parts = split_by_length(lengths, 16, 512)
+    assert [len(part) for part in parts] == [2, 2, 2, 1]
+    assert split_by_length([600], 16, 512) == [[0]]  # one input over the budget still runs
 
 
 async def test_rows_run_in_parts_come_back_in_their_places() -> None:
