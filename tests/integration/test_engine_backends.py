@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ezlink.backends.model_files import ModelFiles, locate_model, read_model_files
-from ezlink.backends.onnx_backend import OnnxBackend
+from ezlink.backends.onnx_backend import OnnxBackend, cpu_count
 from ezlink.backends.onnx_export import cache_dir, exported_model_path
 from ezlink.backends.runtime import choose_runtime
 from ezlink.backends.torch_backend import TorchBackend
@@ -48,6 +50,29 @@ def test_onnx_vectors_do_not_depend_on_batch_neighbours(files: ModelFiles) -> No
     together = backend.embed(sequences)
     alone = np.vstack([backend.embed([seq]) for seq in sequences])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_a_lone_run_uses_every_core_and_gives_the_vectors_of_a_shared_run(
+    files: ModelFiles,
+) -> None:
+    if cpu_count() < 2:
+        pytest.skip("one core: there is no other core to use")
+    backend = OnnxBackend(files)
+    assert backend.lone_run_threads == cpu_count()
+    sequences = ModelTokenizer(files.directory).encode(TEXTS)
+    alone = backend.embed(sequences)
+    # While a big batch (over a second of work) is in flight, the same
+    # inputs take the single-threaded session.
+    big = [[101] + [2000 + n for n in range(250)] + [102]] * 64
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(backend.embed, big)
+        time.sleep(0.2)
+        shared = backend.embed(sequences)
+        overlapped = not running.done()
+        running.result()
+    if not overlapped:
+        pytest.skip("the big batch finished before the small one ran")
+    np.testing.assert_allclose(alone, shared, atol=1e-5)
 
 
 def test_the_onnx_export_is_cached_and_leaves_no_partial_files(files: ModelFiles) -> None:
