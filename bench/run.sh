@@ -2,7 +2,8 @@
 # One command, side by side on this machine, the default model (all-MiniLM-L6-v2):
 #   (a) raw limit: the served backend's own embed, in-process, best batch size
 #   (b) ezlink under 64 concurrent clients (single short inputs, 16-input
-#       requests, a mixed-length corpus), one client alone, and a burst
+#       requests, a mixed-length corpus), one request at a time paired with
+#       the raw encode of its text (the per-request overhead), and a burst
 #   (c) infinity-emb serving the same local model (its own venv), if installable
 #   (d) a naive FastAPI + SentenceTransformer server
 # BENCH_QUICK=1: a short run for development. Results: bench/results/*.jsonl.
@@ -13,9 +14,9 @@ PY=.venv/bin/python
 INFINITY_VENV=bench/.venv-infinity
 MODEL=all-minilm-l6-v2
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
-  DURATION=5 WARMUP=2 RAW_SECONDS=3 RAW_SIZES=16,64 BURST=512 ROUNDS=1 RAW_EXTRA=
+  DURATION=5 WARMUP=2 RAW_SECONDS=3 RAW_SIZES=16,64 BURST=512 ROUNDS=1 RAW_EXTRA= PAIRS=100
 else
-  DURATION=15 WARMUP=3 RAW_SECONDS=6 RAW_SIZES=8,16,32,64 BURST=1024 ROUNDS=2 RAW_EXTRA=--alternatives
+  DURATION=15 WARMUP=3 RAW_SECONDS=6 RAW_SIZES=8,16,32,64 BURST=1024 ROUNDS=2 RAW_EXTRA=--alternatives PAIRS=300
 fi
 mkdir -p bench/results
 OUT="bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
@@ -70,6 +71,10 @@ note "uptime at start: $(uptime | sed 's/.*load average/load average/')"
 echo "== (a) raw limit"
 $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$RAW_SIZES" $RAW_EXTRA | tee -a "$OUT"
 BEST_SIZE=$($PY -c "import json,sys; print(max((json.loads(l) for l in open(sys.argv[1]) if '\"raw limit\"' in l), key=lambda r: r['texts_per_s'])['batch_size'])" "$OUT")
+# The mixed-length corpus's limit: sorted by length, as a perfect scheduler
+# would batch it, at small batch sizes (long inputs run fastest a few at a time).
+$PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes 4,8,16 --corpus mixed \
+  --label "raw limit mixed" | tee -a "$OUT"
 
 echo "== (b) ezlink"
 PORT=$(free_port)
@@ -80,7 +85,9 @@ EZLINK_DATA_DIR="$DATA_DIR" .venv/bin/ezlink serve --port "$PORT" --log-level wa
 SERVER_PID=$!
 if wait_ready "http://127.0.0.1:$PORT"; then
   LOAD_EXTRA=--metrics saturate ezlink "http://127.0.0.1:$PORT"
-  load ezlink "http://127.0.0.1:$PORT" single 1 single-c1
+  # One short request at a time, each paired with the raw encode of its text.
+  $PY bench/overhead.py --url "http://127.0.0.1:$PORT" --model "$MODEL" --requests "$PAIRS" \
+    | tee -a "$OUT"
   $PY bench/burst.py --url "http://127.0.0.1:$PORT" --model "$MODEL" --pid "$SERVER_PID" \
     --requests "$BURST" --rounds "$ROUNDS" | tee -a "$OUT"
 else

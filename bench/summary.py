@@ -54,14 +54,23 @@ def main() -> None:
                 else ""
             )
         )
-    single = find(rows, "raw single text")
-    alone = find(rows, "ezlink", "single-c1")
-    if single and alone:
-        overhead = alone["p50_ms"] - single["p50_ms"]
+    overhead = find(rows, "single request overhead")
+    if overhead:
         print(
-            f"single short request: ezlink p50 {alone['p50_ms']} ms vs raw encode p50 "
-            f"{single['p50_ms']} ms: overhead {overhead:.2f} ms"
+            f"single short request, {overhead['requests']} paired with the raw encode of the same "
+            f"text: ezlink p50 {overhead['server_p50_ms']} ms vs raw encode p50 "
+            f"{overhead['raw_p50_ms']} ms: overhead {overhead['overhead_p50_ms']} ms "
+            f"(median pair difference {overhead['paired_difference_p50_ms']} ms)"
         )
+    mixed_limit = find(rows, "raw limit mixed (best)")
+    for target in ("ezlink", "infinity-emb"):
+        mixed = find(rows, target, "mixed16")
+        if mixed and mixed_limit:
+            print(
+                f"{target} mixed16 over the mixed corpus's raw limit "
+                f"(bs={mixed_limit['batch_size']}): "
+                f"{mixed['texts_per_s'] / mixed_limit['texts_per_s']:.2f}"
+            )
     for row in rows:
         if row.get("target") == "ezlink burst":
             print(
