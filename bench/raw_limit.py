@@ -102,11 +102,10 @@ def main() -> None:
     workers = model.config.batching.workers or backend.suggested_workers()
     texts = short_texts(4096) if args.corpus == "short" else mixed_texts(4096)
     sequences = model.tokenizer.encode(texts)
-    if args.corpus == "mixed":
-        # The best case for the limit: batches of similar lengths, as a
-        # perfect scheduler would form them (shuffled below, so that a few
-        # seconds of them sample every length, not just the shortest).
-        sequences.sort(key=len)
+    # The best case for the limit: batches of similar lengths, as a perfect
+    # scheduler would form them (shuffled below, so that a few seconds of
+    # them sample every length, not just the shortest).
+    sequences.sort(key=len)
     backend.embed(sequences[:64])  # warm-up: allocations, lazy init
 
     results = []

@@ -56,7 +56,7 @@ saturate() {  # label url
     # The limit again, just before ezlink's headline scenario: on a shared
     # machine the CPU on offer drifts within a run, and the ratio must
     # compare figures taken under the same conditions.
-    $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$BEST_SIZE" --single-calls 0 \
+    $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$BEST_SIZE" \
       --label "raw limit (adjacent)" | tee -a "$OUT"
   fi
   # 32 clients x 16 texts keep 512 texts in flight (8 full batches): enough
