@@ -2,8 +2,9 @@
 
 Loads the default model exactly as `ezlink serve` does (same runtime, same
 thread settings, as many side-by-side runs as the server's workers), then
-runs pre-tokenized batches at several batch sizes and reports the best:
-the most any server can get out of this backend on this machine.
+runs pre-tokenized, length-sorted batches (as a perfect scheduler would
+form them) at several batch sizes and reports the best: the most any
+server can get out of this backend on this machine.
 
     python bench/raw_limit.py [--seconds 8] [--corpus short|mixed]
 

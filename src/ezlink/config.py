@@ -48,12 +48,13 @@ class BatchingConfig(Strict):
     # forward passes of similar lengths, so a wide batch cuts padding.
     max_batch_size: int = Field(64, ge=1)
     # Inputs, and padded tokens, per forward pass: a batch runs as passes of
-    # similar lengths under both. On CPU speed per token peaks at small
-    # passes (bench/README.md: raw ONNX on 2 cores ran 296 texts/s at 16
-    # inputs, 263 at 64; 128-token inputs ran 10% faster 4 at a time than
-    # 16 at a time); raise both on a GPU.
-    max_pass_size: int = Field(16, ge=1)
-    max_pass_tokens: int = Field(512, ge=1)
+    # similar lengths under both. Unset, they follow the device: on CPU 16
+    # and 512, where speed per token peaks at small passes (bench/README.md:
+    # raw ONNX on 2 cores ran 296 texts/s at 16 inputs, 263 at 64; 128-token
+    # inputs ran 10% faster 4 at a time than 16 at a time); on a GPU, which
+    # needs wide passes to be busy, the whole batch.
+    max_pass_size: int | None = Field(None, ge=1)
+    max_pass_tokens: int | None = Field(None, ge=1)
     # Inputs one request puts in a batch before the next request's turn:
     # typical requests pass whole, first come first served, while a huge
     # one cannot hold back the small ones queued behind it.

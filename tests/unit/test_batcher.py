@@ -16,7 +16,13 @@ import pytest
 
 from ezlink.backends.base import Vectors
 from ezlink.config import BatchingConfig
-from ezlink.engine.batcher import PASS_LENGTH_STEP, PASS_MIN_ROWS, Batcher, split_by_length
+from ezlink.engine.batcher import (
+    PASS_LENGTH_STEP,
+    PASS_MIN_ROWS,
+    Batcher,
+    pass_limits,
+    split_by_length,
+)
 from ezlink.errors import InternalError, OverloadedError
 
 DIMENSION = 3
@@ -255,6 +261,14 @@ def test_long_inputs_run_a_few_at_a_time_under_the_pass_token_budget() -> None:
     parts = split_by_length(lengths, 16, 512)
     assert [len(part) for part in parts] == [2, 2, 2, 1]
     assert split_by_length([600], 16, 512) == [[0]]  # one input over the budget still runs
+
+
+def test_passes_are_small_on_cpu_and_the_whole_batch_on_a_gpu_unless_configured() -> None:
+    defaults = BatchingConfig()
+    assert pass_limits(defaults, "cpu") == (16, 512)
+    assert pass_limits(defaults, "cuda") == (defaults.max_batch_size, defaults.max_batch_tokens)
+    chosen = BatchingConfig(max_pass_size=8, max_pass_tokens=4096)
+    assert pass_limits(chosen, "cpu") == pass_limits(chosen, "cuda") == (8, 4096)
 
 
 async def test_rows_run_in_parts_come_back_in_their_places() -> None:

@@ -21,6 +21,8 @@ class EmbeddingBackend(ABC):
 
     name: str
     dimension: int
+    # Where it runs: "cpu" or "cuda" (batching picks its pass sizes by it).
+    device: str = "cpu"
 
     @abstractmethod
     def embed(self, sequences: Sequence[Sequence[int]]) -> Vectors: ...

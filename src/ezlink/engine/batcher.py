@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[Sequence[Sequence[int]]], Vectors]
 
+# Forward passes on CPU, where unset in the config: (inputs, padded tokens).
+CPU_PASS_LIMITS = (16, 512)
+
 # A pass starts afresh where inputs grow by more than this factor, so no
 # pass pads its rows by more than 25%: on CPU a pass costs about its padded
 # tokens, and small passes cost little more per token than large ones.
@@ -107,15 +110,29 @@ def split_by_length(lengths: Sequence[int], max_rows: int, max_tokens: int) -> l
     return parts
 
 
+def pass_limits(config: BatchingConfig, device: str) -> tuple[int, int]:
+    """(inputs, padded tokens) per forward pass: the config's, else the device's best."""
+    rows, tokens = (
+        CPU_PASS_LIMITS if device == "cpu" else (config.max_batch_size, config.max_batch_tokens)
+    )
+    return config.max_pass_size or rows, config.max_pass_tokens or tokens
+
+
 class Batcher:
     """Queues tokenized inputs of one model and runs them in batches."""
 
     def __init__(
-        self, run_batch: RunBatch, dimension: int, config: BatchingConfig, workers: int
+        self,
+        run_batch: RunBatch,
+        dimension: int,
+        config: BatchingConfig,
+        workers: int,
+        device: str = "cpu",
     ) -> None:
         self._run_batch = run_batch
         self._dimension = dimension
         self._config = config
+        self._pass_rows, self._pass_tokens = pass_limits(config, device)
         self._workers = max(1, workers)
         self._jobs: deque[_Job] = deque()
         self._queued_tokens = 0
@@ -285,8 +302,8 @@ class Batcher:
         """Run a batch as passes of similar lengths (on a worker thread); (vectors, padded tokens)."""
         parts = split_by_length(
             [len(seq) for seq in sequences],
-            self._config.max_pass_size,
-            self._config.max_pass_tokens,
+            self._pass_rows,
+            self._pass_tokens,
         )
         if len(parts) == 1:
             return self._run_batch(sequences), len(sequences) * max(map(len, sequences))

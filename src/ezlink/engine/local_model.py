@@ -96,7 +96,9 @@ class LocalModel:
         backend = await asyncio.to_thread(load_backend, self.config, self.files)
         workers = self.config.batching.workers or backend.suggested_workers()
         self.backend = backend
-        self.batcher = Batcher(backend.embed, backend.dimension, self.config.batching, workers)
+        self.batcher = Batcher(
+            backend.embed, backend.dimension, self.config.batching, workers, backend.device
+        )
         await self.batcher.start()
         logger.info("model %s ready (%s, %d dims)", self.config.id, backend.name, backend.dimension)
 
