@@ -13,7 +13,7 @@ import typer
 
 from ezlink import __version__
 from ezlink.cli_accounts import keys_app, usage
-from ezlink.cli_common import ConfigOption, fail, settings_or_exit
+from ezlink.cli_common import ConfigOption, any_key_issued, fail, settings_or_exit
 from ezlink.cli_upstreams import show_upstreams
 from ezlink.errors import ConfigError, EzlinkError
 
@@ -65,7 +65,10 @@ def serve(
         bool,
         typer.Option(
             "--insecure-no-auth",
-            help="Allow binding a non-loopback address with no master key (anyone may call).",
+            help=(
+                "Allow binding a non-loopback address with no master key and no issued key "
+                "(anyone may call)."
+            ),
         ),
     ] = False,
     log_level: Annotated[
@@ -84,9 +87,17 @@ def serve(
     settings = settings_or_exit(config)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
-    if not settings.server.master_key and not is_loopback(host) and not insecure_no_auth:
+    if (
+        not settings.server.master_key
+        and not is_loopback(host)
+        and not insecure_no_auth
+        # Asked once, here: once a key was issued the server never reopens, so
+        # a "yes" cannot turn into an open server later.
+        and not any_key_issued(settings)
+    ):
         raise fail(
             f"Refusing to serve on {host} without a key: set EZLINK_MASTER_KEY, "
+            "issue a key with `ezlink keys create`, "
             "or pass --insecure-no-auth to serve without authentication."
         )
     level = (log_level or settings.server.log_level).lower()

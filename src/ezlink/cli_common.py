@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -29,3 +30,27 @@ def settings_or_exit(config: Path | None) -> Settings:
         return load_settings(config)
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def any_key_issued(settings: Settings) -> bool:
+    """Whether the accounts database holds a key ever issued (revoked ones count:
+    a server with issued keys never reopens to anonymous callers)."""
+    # Imported here: SQLAlchemy and Alembic cost every other command half a second.
+    from ezlink.accounts.service import DATABASE_ERRORS
+    from ezlink.accounts.store.database import default_database_url, make_engine, migrate
+    from ezlink.accounts.store.repository import AccountsStore
+
+    async def ask() -> bool:
+        engine = make_engine(settings.accounts.database_url or default_database_url())
+        try:
+            # The server migrates at start anyway; a fresh database has no keys.
+            await migrate(engine)
+            return await AccountsStore(engine).any_keys()
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(ask())
+    except DATABASE_ERRORS as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise fail(f"Cannot read the accounts database to look for issued keys: {reason}") from None

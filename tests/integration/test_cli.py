@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 
 from ezlink import __version__
+from tests.support.server import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ezlink.yaml"
@@ -128,3 +131,41 @@ def test_embed_with_an_unknown_model_exits_1_with_a_message() -> None:
     assert result.returncode == 1
     assert "no-such-model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_public_address_with_no_master_key_and_no_issued_key(
+    tmp_path: Path,
+) -> None:
+    result = ezlink(
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        env={"EZLINK_DATA_DIR": str(tmp_path), "EZLINK_DATABASE_URL": ""},
+    )
+    assert result.returncode == 1
+    assert "Refusing to serve on 0.0.0.0" in result.stderr
+    assert "ezlink keys create" in result.stderr
+    assert "--insecure-no-auth" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_binds_a_public_address_once_a_key_was_issued_and_demands_it(
+    tmp_path: Path,
+) -> None:
+    env = {"EZLINK_DATA_DIR": str(tmp_path), "EZLINK_DATABASE_URL": ""}
+    created = ezlink("keys", "create", "--name", "ops", env=env)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    # 0.0.0.0 is non-loopback for the check, and reachable here through 127.0.0.1.
+    with ServerProcess(
+        env={**env, "EZLINK_MASTER_KEY": "", "EZLINK_CONFIG": ""}, args=["--host", "0.0.0.0"]
+    ) as server:
+        anonymous = httpx.get(server.api_url + "/models", timeout=60)
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "invalid_api_key"
+        client = openai.OpenAI(base_url=server.api_url, api_key=secret)
+        answer = client.embeddings.create(model="text-embedding-ada-002", input="hello")
+        assert len(answer.data[0].embedding) == 384
+    assert secret not in server.logs()
