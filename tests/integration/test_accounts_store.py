@@ -9,13 +9,17 @@ from datetime import timedelta
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from ezlink.accounts.keys import utcnow
 from ezlink.accounts.service import Accounts
 from ezlink.accounts.store.database import make_engine, migrate
 from ezlink.accounts.store.repository import AccountsStore, UsageEvent
+from ezlink.accounts.store.tables import metadata, usage_events
 from ezlink.config import AccountsConfig
 
 
@@ -191,3 +195,82 @@ async def test_a_failed_flush_leaves_nothing_and_is_retried_whole(database_url: 
         assert stored is not None and stored.limits.used_tokens == 18
     finally:
         await service.stop()
+
+
+async def test_writing_the_same_usage_batch_twice_stores_and_charges_it_once(
+    accounts: Accounts,
+) -> None:
+    # What a flush retried after a commit that landed (the connection dropped
+    # after COMMIT, so the driver still raised) writes: the same events again.
+    key, _ = await accounts.store.create_key("k")
+    batch = [event(key.id, tokens) for tokens in (3, 4)]
+    await accounts.store.write_usage(batch)
+    await accounts.store.write_usage(batch)
+    await accounts.store.write_usage([*batch, event(key.id, 5)])
+    (total,) = await accounts.store.usage(key_id=key.id)
+    assert total["requests"] == 3 and total["prompt_tokens"] == 12
+    stored = await accounts.store.get_key(key.id)
+    assert stored is not None and stored.limits.used_tokens == 12
+
+
+async def test_every_usage_event_gets_its_own_id(accounts: Accounts) -> None:
+    first, second = event(None, 1), event(None, 1)
+    assert first.event_id != second.event_id and len(first.event_id) == 32
+    await accounts.store.write_usage([first, second])
+    (total,) = await accounts.store.usage()
+    assert total["requests"] == 2
+
+
+async def test_client_strings_longer_than_their_columns_are_cut_not_refused(
+    accounts: Accounts,
+) -> None:
+    # One refused row would fail its whole batch on every retry.
+    long_model, long_user = "m" * 1000, "u" * 1000
+    accounts.recorder.record(event(None, 1, model=long_model, user=long_user, status=404))
+    await accounts.recorder.flush()
+    async with accounts.store.engine.connect() as connection:
+        row = (await connection.execute(select(usage_events))).mappings().one()
+    assert row["model"] == long_model[:200] and row["user"] == long_user[:256]
+
+
+def _schema_differences(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+async def test_the_migrations_build_exactly_the_tables_module(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        await migrate(engine)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_schema_differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrading_to_event_ids_keeps_the_usage_already_recorded(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        await migrate(engine, "0001")
+        async with engine.begin() as connection:
+            for tokens in (2, 3):
+                await connection.execute(
+                    text(
+                        "INSERT INTO usage_events (created_at, key_id, model, inputs, "
+                        "prompt_tokens, status, latency_ms) "
+                        "VALUES (:now, 'key_old', 'm', 1, :tokens, 200, 1.0)"
+                    ),
+                    {"now": utcnow(), "tokens": tokens},
+                )
+        await migrate(engine)
+        store = AccountsStore(engine)
+        await store.write_usage([event("key_old", 4)])
+        (total,) = await store.usage(key_id="key_old")
+        assert total["requests"] == 3 and total["prompt_tokens"] == 9
+        async with engine.connect() as connection:
+            ids = (await connection.execute(select(usage_events.c.event_id))).scalars().all()
+        assert len(set(ids)) == 3
+        assert {i for i in ids if i.startswith("legacy-")} == {"legacy-1", "legacy-2"}
+    finally:
+        await engine.dispose()

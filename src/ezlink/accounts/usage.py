@@ -52,8 +52,10 @@ class UsageRecorder:
             try:
                 await self.store.write_usage(batch)
             except Exception:
-                # Put it back in front, keeping the order; the transaction
-                # rolled back, so nothing of it was written.
+                # Put it back in front, keeping the order. Either the
+                # transaction rolled back, or its commit landed and only the
+                # reply was lost: then the retry stores nothing again, since
+                # the store skips event ids it already has.
                 self._pending = batch + self._pending
                 raise
 

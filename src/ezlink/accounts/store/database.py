@@ -82,7 +82,7 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     # Imported here: Alembic costs half a second of every CLI command's start.
     from alembic import command
     from alembic.config import Config
@@ -90,27 +90,28 @@ def _upgrade(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
-async def _upgrade_in_transaction(engine: AsyncEngine) -> None:
+async def _upgrade_in_transaction(engine: AsyncEngine, revision: str) -> None:
     async with engine.begin() as connection:
         if not is_sqlite(engine):
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
-        await connection.run_sync(_upgrade)
+        await connection.run_sync(_upgrade, revision)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision; safe when replicas start together."""
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (or to `revision`); safe when
+    replicas start together."""
     path = _sqlite_file(engine) if is_sqlite(engine) else None
     if path is None:
-        await _upgrade_in_transaction(engine)
+        await _upgrade_in_transaction(engine, revision)
         return
     # SQLite has no advisory locks: a lock file beside the database serializes
     # the processes that start at once (flock blocks, so it waits in a thread).
     with (path.with_name(path.name + ".migrate.lock")).open("a") as lock:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         try:
-            await _upgrade_in_transaction(engine)
+            await _upgrade_in_transaction(engine, revision)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

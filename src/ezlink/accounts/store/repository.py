@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Date, case, cast, func, insert, select, update
+from sqlalchemy import ColumnElement, Date, String, case, cast, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ezlink.accounts.keys import (
     ApiKey,
@@ -46,6 +48,31 @@ class UsageEvent:
     # True when the tokens were already added to the key's used_tokens at
     # request time (keys with a quota), so the flush must not add them again.
     charged: bool = False
+    # Unique in the table: writing the same event twice stores it once.
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def _fit(value: str | None, column: ColumnElement[Any]) -> str | None:
+    """Cut a client-given string to its column: PostgreSQL refuses a longer one,
+    and one refused row would fail its whole batch on every retry."""
+    length = column.type.length if isinstance(column.type, String) else None
+    return value if value is None or length is None else value[:length]
+
+
+def _usage_row(item: UsageEvent) -> dict[str, Any]:
+    columns = usage_events.c
+    return {
+        "event_id": item.event_id,
+        "created_at": item.created_at,
+        "key_id": item.key_id,
+        "model": _fit(item.model, columns.model),
+        "inputs": item.inputs,
+        "prompt_tokens": item.prompt_tokens,
+        "status": item.status,
+        "latency_ms": item.latency_ms,
+        "user": _fit(item.user, columns.user),
+        "request_id": _fit(item.request_id, columns.request_id),
+    }
 
 
 def _key_from_row(row: RowMapping) -> ApiKey:
@@ -187,42 +214,50 @@ class AccountsStore:
                 .values(used_tokens=api_keys.c.used_tokens + tokens)
             )
 
+    async def _insert_new_events(
+        self, connection: AsyncConnection, events: Sequence[UsageEvent]
+    ) -> set[str]:
+        """Insert the events not stored yet; the ids of those inserted."""
+        # ON CONFLICT DO NOTHING: PostgreSQL's, and SQLite's upsert syntax.
+        if self.engine.dialect.name == "postgresql":
+            statement: Any = postgresql.insert(usage_events).on_conflict_do_nothing(
+                index_elements=[usage_events.c.event_id]
+            )
+        else:
+            statement = sqlite.insert(usage_events).on_conflict_do_nothing(
+                index_elements=[usage_events.c.event_id]
+            )
+        statement = statement.returning(usage_events.c.event_id)
+        result = await connection.execute(statement, [_usage_row(item) for item in events])
+        return set(result.scalars().all())
+
     async def write_usage(self, events: Sequence[UsageEvent]) -> None:
         """Insert events and charge the uncharged ones, all in one transaction.
 
-        One transaction means a failed flush leaves nothing behind and can be
-        retried whole: an event is counted once or not at all.
+        Idempotent: an event already stored (its event_id) is neither stored
+        nor charged again. So a flush whose commit landed although the driver
+        reported an error (the connection dropped after COMMIT) can be retried
+        whole, and a failed one leaves nothing behind: an event is counted once.
         """
         if not events:
             return
-        owed: dict[str, int] = {}
-        for item in events:
-            if item.key_id is not None and not item.charged and item.prompt_tokens:
-                owed[item.key_id] = owed.get(item.key_id, 0) + item.prompt_tokens
-        rows = [
-            {
-                "created_at": item.created_at,
-                "key_id": item.key_id,
-                "model": item.model,
-                "inputs": item.inputs,
-                "prompt_tokens": item.prompt_tokens,
-                "status": item.status,
-                "latency_ms": item.latency_ms,
-                "user": item.user,
-                "request_id": item.request_id,
-            }
-            for item in events
-        ]
         async with self.engine.begin() as connection:
-            # Counters first: on SQLite the first write takes the lock, and a
-            # transaction that starts by writing never has to upgrade a read lock.
+            # The insert comes first: on SQLite the first write takes the lock,
+            # and a transaction that starts by writing never has to upgrade a
+            # read lock.
+            inserted = await self._insert_new_events(connection, events)
+            owed: dict[str, int] = {}
+            for item in events:
+                if item.event_id not in inserted or item.charged or not item.prompt_tokens:
+                    continue
+                if item.key_id is not None:
+                    owed[item.key_id] = owed.get(item.key_id, 0) + item.prompt_tokens
             for key_id, tokens in sorted(owed.items()):
                 await connection.execute(
                     update(api_keys)
                     .where(api_keys.c.id == key_id)
                     .values(used_tokens=api_keys.c.used_tokens + tokens)
                 )
-            await connection.execute(insert(usage_events), rows)
 
     async def usage(
         self,

@@ -19,6 +19,8 @@ metadata = MetaData()
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 EventId = BigInteger().with_variant(Integer(), "sqlite")
+# A uuid4 in hex; the rows from before event ids have "legacy-<id>".
+EVENT_ID_LENGTH = 32
 
 api_keys = Table(
     "api_keys",
@@ -55,4 +57,7 @@ usage_events = Table(
     Column("latency_ms", Float, nullable=False),
     Column("user", String(256)),
     Column("request_id", String(128)),
+    # Made when the event is (uuid4 hex), unique: writing an event again (a
+    # flush retried after a commit that landed) stores nothing new.
+    Column("event_id", String(EVENT_ID_LENGTH), nullable=False, unique=True, index=True),
 )
