@@ -7,7 +7,7 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from ezlink.cli_accounts import keys_app, usage
 from ezlink.cli_common import ConfigOption, any_key_issued, fail, settings_or_exit
 from ezlink.cli_upstreams import show_upstreams
 from ezlink.errors import ConfigError, EzlinkError
+
+if TYPE_CHECKING:
+    from ezlink.engine.types import ServedModel
 
 app = typer.Typer(
     help="ezlink: an OpenAI-compatible embeddings server and API gateway.",
@@ -36,6 +39,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def models_needed_by(model: ServedModel) -> list[ServedModel]:
+    """The model, then the local models it routes to: a server's registry starts
+    those for every model, but `embed` starts only what one model needs."""
+    from ezlink.engine.routing import RoutedModel
+
+    needed = [model]
+    if isinstance(model, RoutedModel):
+        for route in model.routes:
+            if route.local is not None and route.local not in needed:
+                needed.append(route.local)
+    return needed
 
 
 def version_callback(value: bool) -> None:
@@ -136,14 +152,19 @@ def embed(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     name = model or settings.models[0].id
+    if name not in registry.names():
+        raise fail(f"No model `{name}` in this config; it serves: {', '.join(registry.names())}.")
+    served = registry.get(name)
 
     async def run() -> None:
-        served = registry.get(name)
-        await served.start()
+        started: list[ServedModel] = []
         try:
+            for needed in models_needed_by(served):
+                await needed.start()
+                started.append(needed)
             result = await served.embed(EmbedRequest(texts=[text]))
         finally:
-            await served.stop()
+            await asyncio.gather(*(m.stop() for m in started))
         vector = result.vectors[0]
         head = ", ".join(f"{v:+.4f}" for v in vector[:6])
         typer.echo(f"model:      {name}")

