@@ -7,7 +7,6 @@ whoever can read the database is already its administrator.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 
 from ezlink.accounts.keys import ApiKey, as_utc
-from ezlink.cli_common import ConfigOption, fail, settings_or_exit
+from ezlink.cli_common import ConfigOption, fail, settings_or_exit, with_accounts_store
 
 if TYPE_CHECKING:
     from ezlink.accounts.store.repository import AccountsStore
@@ -45,21 +44,7 @@ OwnerOption = Annotated[str | None, typer.Option("--owner", help="Who the key is
 
 
 def _with_store(config: Path | None, work: Callable[[AccountsStore], Awaitable[T]]) -> T:
-    settings = settings_or_exit(config)
-
-    # Imported here: SQLAlchemy costs every other `ezlink` command a third of a second.
-    from ezlink.accounts.store.database import default_database_url, make_engine, migrate
-    from ezlink.accounts.store.repository import AccountsStore
-
-    async def run() -> T:
-        engine = make_engine(settings.accounts.database_url or default_database_url())
-        try:
-            await migrate(engine)
-            return await work(AccountsStore(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return with_accounts_store(settings_or_exit(config), work)
 
 
 def _date(value: str | None, name: str) -> datetime | None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from ezlink.config import Settings, load_settings
 from ezlink.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ezlink.accounts.store.repository import AccountsStore
+
+T = TypeVar("T")
 
 ConfigOption = Annotated[
     Path | None,
@@ -32,25 +38,31 @@ def settings_or_exit(config: Path | None) -> Settings:
         raise fail(str(exc)) from None
 
 
-def any_key_issued(settings: Settings) -> bool:
-    """Whether the accounts database holds a key ever issued (revoked ones count:
-    a server with issued keys never reopens to anonymous callers)."""
+def with_accounts_store(settings: Settings, work: Callable[[AccountsStore], Awaitable[T]]) -> T:
+    """Run `work` against the accounts database, migrated first as the server does."""
     # Imported here: SQLAlchemy and Alembic cost every other command half a second.
-    from ezlink.accounts.service import DATABASE_ERRORS
     from ezlink.accounts.store.database import default_database_url, make_engine, migrate
     from ezlink.accounts.store.repository import AccountsStore
 
-    async def ask() -> bool:
+    async def run() -> T:
         engine = make_engine(settings.accounts.database_url or default_database_url())
         try:
-            # The server migrates at start anyway; a fresh database has no keys.
+            # A fresh database gets its tables, as at the server's start.
             await migrate(engine)
-            return await AccountsStore(engine).any_keys()
+            return await work(AccountsStore(engine))
         finally:
             await engine.dispose()
 
+    return asyncio.run(run())
+
+
+def any_key_issued(settings: Settings) -> bool:
+    """Whether the accounts database holds a key ever issued (revoked ones count:
+    a server with issued keys never reopens to anonymous callers)."""
+    from ezlink.accounts.service import DATABASE_ERRORS
+
     try:
-        return asyncio.run(ask())
+        return with_accounts_store(settings, lambda store: store.any_keys())
     except DATABASE_ERRORS as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise fail(f"Cannot read the accounts database to look for issued keys: {reason}") from None
