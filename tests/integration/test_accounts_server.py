@@ -341,6 +341,46 @@ def test_failed_requests_are_recorded_with_their_status(servers: list[ServerProc
     assert rows[created["id"]]["requests"] == 2 and rows[created["id"]]["errors"] == 1
 
 
+def wait_for_requests(server: ServerProcess, key_id: str, requests: int) -> dict[str, Any]:
+    """The key's usage row once `requests` requests are in it (flushes are periodic)."""
+    row: dict[str, Any] = {}
+    for _ in range(40):
+        row = usage_by_key(server).get(key_id, {})
+        if row.get("requests") == requests:
+            break
+        asyncio.run(asyncio.sleep(0.25))
+    return row
+
+
+def test_requests_refused_before_admission_are_in_the_keys_usage(
+    servers: list[ServerProcess], database: str
+) -> None:
+    a = servers[0]
+    created = create_key(a, allowed_models=[MODEL])
+    client = openai.OpenAI(api_key=created["key"], base_url=a.api_url, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=OTHER_MODEL, input="not this key's model")
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="unknown")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=MODEL, input="", user="u-400")
+    tokens = client.embeddings.create(model=MODEL, input="fine").usage.prompt_tokens
+    row = wait_for_requests(a, created["id"], 4)
+    assert row["requests"] == 4 and row["errors"] == 3 and row["prompt_tokens"] == tokens
+    events = [row for row in db_rows(database, usage_events) if row["key_id"] == created["id"]]
+    refused = sorted(
+        (row["status"], row["model"], row["prompt_tokens"], row["user"])
+        for row in events
+        if row["status"] != 200
+    )
+    assert refused == [
+        (400, MODEL, 0, "u-400"),
+        (404, "no-such-model", 0, None),
+        (404, OTHER_MODEL, 0, None),
+    ]
+    assert all(row["request_id"] for row in events)
+
+
 def test_usage_can_be_filtered_and_grouped(servers: list[ServerProcess]) -> None:
     a = servers[0]
     created = create_key(a)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from ezlink.accounts.store.database import make_engine, migrate
 from ezlink.accounts.store.repository import AccountsStore, UsageEvent
 from ezlink.accounts.store.tables import metadata, usage_events
 from ezlink.config import AccountsConfig
+from ezlink.errors import ModelNotFoundError, OverloadedError
 
 
 def event(key_id: str | None, tokens: int, **fields: object) -> UsageEvent:
@@ -274,3 +276,26 @@ async def test_upgrading_to_event_ids_keeps_the_usage_already_recorded(
         assert {i for i in ids if i.startswith("legacy-")} == {"legacy-1", "legacy-2"}
     finally:
         await engine.dispose()
+
+
+async def test_a_refusal_is_recorded_for_a_key_with_no_tokens_and_never_charged(
+    accounts: Accounts,
+) -> None:
+    key, _ = await accounts.store.create_key("k")
+    accounts.record_refusal(
+        key_id=key.id,
+        model="m",
+        inputs=2,
+        error=OverloadedError("full"),
+        started=time.perf_counter(),
+    )
+    accounts.record_refusal(
+        key_id=None, model="m", inputs=1, error=ModelNotFoundError("m"), started=time.perf_counter()
+    )
+    assert accounts.recorder.pending == 1  # an anonymous request stays out
+    await accounts.recorder.flush()
+    (total,) = await accounts.store.usage(key_id=key.id)
+    assert total == {"requests": 1, "inputs": 2, "prompt_tokens": 0, "errors": 1}
+    async with accounts.store.engine.connect() as connection:
+        (status,) = (await connection.execute(select(usage_events.c.status))).scalars().all()
+    assert status == 503

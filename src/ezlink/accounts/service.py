@@ -209,6 +209,9 @@ class Accounts:
                 except DATABASE_ERRORS:
                     # The answer is ready: deliver it, and let the flush charge it.
                     logger.warning("charging key %s failed; left to the usage flush", key_id)
+        self._record(meter, charged=charged)
+
+    def _record(self, meter: Meter, *, charged: bool) -> None:
         self.recorder.record(
             UsageEvent(
                 created_at=utcnow(),
@@ -223,6 +226,29 @@ class Accounts:
                 charged=charged,
             )
         )
+
+    def record_refusal(
+        self,
+        *,
+        key_id: str | None,
+        model: str,
+        inputs: int,
+        error: EzlinkError,
+        started: float,
+        user: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Record a request refused before admission (400, 404, 503) with its
+        status and no tokens, so that operators see it in the usage.
+
+        Only an in-memory append: a refusal under a burst costs no database
+        work. Requests without a key (anonymous, 401) are not recorded.
+        """
+        if key_id is None:
+            return
+        meter = Meter(key_id, model, inputs, user, request_id, None, started=started)
+        meter.status = error.status_code
+        self._record(meter, charged=False)
 
     async def admit(
         self,

@@ -119,7 +119,12 @@ def _optional_str(data: dict[str, Any], name: str) -> str | None:
 
 
 def parse_embeddings_call(body: bytes, limits: LimitsConfig) -> EmbeddingsCall:
-    data = parse_json_object(body)
+    return parse_embeddings_fields(parse_json_object(body), limits)
+
+
+def parse_embeddings_fields(data: dict[str, Any], limits: LimitsConfig) -> EmbeddingsCall:
+    """The call from a parsed JSON body (kept by the route, which records
+    the model and user of a request it refuses)."""
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError(

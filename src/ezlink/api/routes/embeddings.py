@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ezlink.accounts.service import Accounts
 from ezlink.api.auth import Principal, require_principal
-from ezlink.api.protocol import parse_embeddings_call, render_embeddings
+from ezlink.api.protocol import (
+    EmbeddingsCall,
+    parse_embeddings_fields,
+    parse_json_object,
+    render_embeddings,
+)
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
-from ezlink.errors import ModelNotFoundError, OverloadedError
+from ezlink.engine.types import ServedModel
+from ezlink.errors import EzlinkError, ModelNotFoundError, OverloadedError
 
 router = APIRouter()
 T = TypeVar("T")
@@ -44,12 +51,15 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-@router.post("/v1/embeddings")
-async def create_embeddings(
-    request: Request, principal: Principal = Depends(require_principal)
-) -> Response:
+def _text_field(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _admissible_model(request: Request, principal: Principal, call: EmbeddingsCall) -> ServedModel:
+    """The model that will answer `call`, or the refusal: 404 (unknown or not
+    allowed for this key), 503 (still loading, or its queue is full)."""
     registry: ModelRegistry = request.app.state.registry
-    call = parse_embeddings_call(await request.body(), request.app.state.settings.server.limits)
     if not principal.may_use(call.model):
         raise ModelNotFoundError(call.model)
     model = registry.get(call.model)
@@ -66,15 +76,44 @@ async def create_embeddings(
         # Shed load before any accounting: under a burst a refused request
         # must cost next to nothing (no database round trips) to come at once.
         model.check_room()
-    # Quota and rate limits (429 past them); usage is recorded however it ends.
+    return model
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(
+    request: Request, principal: Principal = Depends(require_principal)
+) -> Response:
+    started = time.perf_counter()
     accounts: Accounts = request.app.state.accounts
+    request_id = getattr(request.state, "request_id", None)
+    body = await request.body()
+    data: dict[str, Any] = {}
+    call: EmbeddingsCall | None = None
+    try:
+        data = parse_json_object(body)
+        call = parse_embeddings_fields(data, request.app.state.settings.server.limits)
+        model = _admissible_model(request, principal, call)
+    except EzlinkError as refusal:
+        # Refused before admission: still the key's usage (with no tokens),
+        # so operators reading usage see its 400s, 404s and 503s.
+        accounts.record_refusal(
+            key_id=principal.key_id,
+            model=_text_field(data, "model") or "",
+            inputs=call.request.count if call is not None else 0,
+            error=refusal,
+            started=started,
+            user=_text_field(data, "user"),
+            request_id=request_id,
+        )
+        raise
+    # Quota and rate limits (429 past them); usage is recorded however it ends.
     meter = await accounts.admit(
         key_id=principal.key_id,
         limits=principal.limits,
         model=call.model,
         inputs=call.request.count,
         user=call.request.user,
-        request_id=getattr(request.state, "request_id", None),
+        request_id=request_id,
     )
     try:
         result = await unless_disconnected(request, model.embed(call.request))
