@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -92,6 +94,8 @@ def front_config(fault: FaultUpstream) -> dict[str, Any]:
         upstream("nousage", fault, "ok-nousage"),
         upstream("bad-request", fault, "error-400"),
         upstream("once-429", fault, "error-429-once"),
+        upstream("pausing", fault, "error-429"),
+        upstream("pause-once", fault, "error-429-once-pause"),
         upstream("breaking", fault, "error-500", breaker={"failure_threshold": 2, "cooldown": 600}),
         *(upstream(f"fault-{name}", fault, name) for name in FAULTS),
     ]
@@ -104,6 +108,8 @@ def front_config(fault: FaultUpstream) -> dict[str, Any]:
             "bad-request-then-ok", {"upstream": "bad-request"}, {"upstream": "good", "weight": 0}
         ),
         routed("once-429", {"upstream": "once-429"}),
+        routed("paused-then-ok", {"upstream": "pausing"}, {"upstream": "good", "weight": 0}),
+        routed("pause-once", {"upstream": "pause-once"}),
         routed("breaking", {"upstream": "breaking"}),
         routed("slow-total", {"upstream": "fault-hang"}, timeout=1.5, retry={"retries": 5}),
     ]
@@ -293,6 +299,33 @@ def test_retry_after_of_an_upstream_429_is_honoured(
     assert response.status_code == 200
     first, second = fault.calls("error-429-once")[:2]
     assert second["time"] - first["time"] >= 0.9  # Retry-After: 1, less clock granularity
+
+
+def test_an_upstreams_retry_after_sends_the_next_request_straight_to_the_fallback(
+    fault: FaultUpstream, front: ServerProcess
+) -> None:
+    # The first request meets the 429 (Retry-After: 1) twice, then falls back.
+    assert post(front, {"model": "paused-then-ok", "input": "x"}).status_code == 200
+    asked = len(fault.calls("error-429"))
+    # The next one, within the pause, does not knock on the paused upstream.
+    assert post(front, {"model": "paused-then-ok", "input": "y"}).status_code == 200
+    assert len(fault.calls("error-429")) == asked
+
+
+def test_with_no_other_route_a_request_waits_out_a_short_pause(
+    fault: FaultUpstream, front: ServerProcess
+) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, front, {"model": "pause-once", "input": "a"})
+        while not fault.calls("error-429-once-pause"):  # the 429 that starts the pause
+            time.sleep(0.01)
+        second = pool.submit(post, front, {"model": "pause-once", "input": "b"})
+        assert first.result().status_code == 200
+        assert second.result().status_code == 200
+    refused, *later = fault.calls("error-429-once-pause")
+    assert len(later) == 2
+    # Neither call came during the pause (Retry-After: 1, less clock granularity).
+    assert all(call["time"] - refused["time"] >= 0.9 for call in later)
 
 
 def test_a_client_error_from_the_upstream_passes_through_sanitized_without_fallback(

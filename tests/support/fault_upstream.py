@@ -13,7 +13,8 @@ case, and each routed model of the gateway under test names one):
     ok-float        always float lists, whatever encoding was asked
     error-500       500 with an OpenAI-shaped error
     error-429       429 with Retry-After: 1, always
-    error-429-once  429 with Retry-After: 1 the first time, then ok
+    error-429-once  429 with Retry-After: 1 the first time, then ok (error-429-once-X:
+                    the same, counted apart)
     error-400       400 whose message carries secrets, URL credentials and a stack
     error-401       401 (the gateway's key is wrong)
     hang            never answers
@@ -141,7 +142,9 @@ class FaultServer:
             writer.transport.abort()
         elif model == "error-500":
             await respond(writer, 500, error_body("internal failure", "server_error"))
-        elif model == "error-429" or (model == "error-429-once" and self.seen_models[model] == 1):
+        elif model == "error-429" or (
+            model.startswith("error-429-once") and self.seen_models[model] == 1
+        ):
             await respond(writer, 429, error_body("slow down", "rate_limit"), {"Retry-After": "1"})
         elif model == "error-400":
             message = (

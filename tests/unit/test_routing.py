@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ezlink.config import BreakerConfig, LimitsConfig, RetryConfig, RoutedModelConfig
-from ezlink.engine.breaker import CircuitBreaker
+from ezlink.engine.breaker import MAX_HOLD_S, CircuitBreaker
 from ezlink.engine.limits import check_token_limits
 from ezlink.engine.routing import (
     Route,
@@ -96,6 +96,26 @@ def test_snapshot_reads_without_changing_the_breaker() -> None:
 
 def route(target: str, weight: float) -> Route:
     return Route(target=target, weight=weight)
+
+
+def test_an_upstreams_pause_keeps_new_requests_away_until_it_ends() -> None:
+    circuit, clock = breaker()
+    circuit.hold_off(2.0)
+    assert not circuit.available()
+    assert circuit.snapshot().retry_in_s == 2.0
+    # A request that already waited out its own Retry-After may call again.
+    assert circuit.before_call()
+    clock.now += 2.0
+    assert circuit.available() and circuit.held_for() == 0
+
+
+def test_a_pause_is_never_shortened_and_never_longer_than_the_cap() -> None:
+    circuit, _ = breaker()
+    circuit.hold_off(5.0)
+    circuit.hold_off(1.0)
+    assert circuit.held_for() == 5.0
+    circuit.hold_off(86_400)
+    assert circuit.held_for() == MAX_HOLD_S
 
 
 def test_weighted_order_picks_first_in_proportion_to_weight() -> None:

@@ -5,6 +5,10 @@ failures, ``open`` (no calls) → after ``cooldown`` seconds, ``half_open``:
 one probe call at a time; its success closes the circuit, its failure opens
 it again for another cool-down.
 
+Apart from its state, an upstream may ask for a pause (a 429 or 503 with
+``Retry-After``): ``hold_off`` keeps new requests away from it until then,
+so a rate-limited upstream is not hit by every request in flight.
+
 Read-only state for dashboards and metrics: ``CircuitBreaker.snapshot()``
 returns a frozen ``BreakerSnapshot`` (state, consecutive failures, times
 opened, seconds until a probe is allowed); it never changes the breaker.
@@ -20,6 +24,9 @@ from typing import Literal
 from ezlink.config import BreakerConfig
 
 CircuitState = Literal["up", "open", "half_open"]
+# The longest pause an upstream's Retry-After can impose on everyone: a
+# bogus header must not take a route out of rotation for hours.
+MAX_HOLD_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,8 @@ class BreakerSnapshot:
     state: CircuitState
     consecutive_failures: int
     times_opened: int
-    # Seconds until an open circuit lets a probe through (0 when not open).
+    # Seconds until an open circuit lets a probe through, or an upstream's
+    # Retry-After pause ends (0 when neither).
     retry_in_s: float
 
 
@@ -42,6 +50,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_in_flight = False
         self._times_opened = 0
+        self._held_until = 0.0
 
     @property
     def state(self) -> CircuitState:
@@ -52,8 +61,18 @@ class CircuitBreaker:
     def _cooled_down(self) -> bool:
         return self._clock() - self._opened_at >= self.config.cooldown
 
+    def hold_off(self, seconds: float) -> None:
+        """The upstream asked for a pause (Retry-After): route nothing new to it until then."""
+        self._held_until = max(self._held_until, self._clock() + min(seconds, MAX_HOLD_S))
+
+    def held_for(self) -> float:
+        """Seconds left of the upstream's pause (0 when none)."""
+        return max(0.0, self._held_until - self._clock())
+
     def available(self) -> bool:
-        """Whether a call could go through now (does not take the probe)."""
+        """Whether a new request may be routed here now (does not take the probe)."""
+        if self.held_for() > 0:
+            return False
         state = self.state
         return state == "up" or (state == "half_open" and not self._probe_in_flight)
 
@@ -97,6 +116,7 @@ class CircuitBreaker:
             if state == "open"
             else 0.0
         )
+        retry_in = max(retry_in, self.held_for())
         return BreakerSnapshot(
             state=state,
             consecutive_failures=self._failures,

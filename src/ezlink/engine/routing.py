@@ -7,7 +7,10 @@ split to the upstream's per-call input limit and the calls run concurrently,
 bounded by the upstream's ``max_concurrency``. A failed call (5xx, 429,
 timeout, broken connection, malformed answer) is retried on the same route
 with exponential backoff and jitter — or after the upstream's
-``Retry-After`` — then the request falls back to the next route. Each
+``Retry-After`` — then the request falls back to the next route. An
+upstream's ``Retry-After`` also pauses it for every other request: they go
+to other routes first, and wait for the pause only where it is short
+(``retry.max_retry_after``) and no route is left. Each
 upstream has a circuit breaker (``engine.breaker``) shared by every model
 routed to it. A client's own error (4xx from the upstream) ends the request
 at once. Nothing waits past the model's ``timeout``.
@@ -71,10 +74,15 @@ class Route:
 class RouteFailed(Exception):
     """Every try on one route failed; `error` is what the client would see."""
 
-    def __init__(self, error: EzlinkError, circuit_open: bool = False) -> None:
+    def __init__(
+        self, error: EzlinkError, circuit_open: bool = False, held_for: float = 0.0
+    ) -> None:
         super().__init__(error.message)
         self.error = error
+        # Not tried: the circuit is open, or the upstream asked for a pause
+        # (`held_for` seconds left of it).
         self.circuit_open = circuit_open
+        self.held_for = held_for
 
 
 def weighted_order(routes: Sequence[Route], rng: random.Random) -> list[Route]:
@@ -167,7 +175,25 @@ class RoutedModel:
         counts = await self._token_counts(request)
         try:
             async with asyncio.timeout_at(deadline):
+                held: list[Route] = []
                 for route in weighted_order(self.routes, self.rng):
+                    try:
+                        return await self._embed_on(route, request, counts, deadline)
+                    except RouteFailed as failed:
+                        failures.append(failed)
+                        if failed.held_for:
+                            held.append(route)
+                # Every route failed or was skipped. One paused by its
+                # upstream's Retry-After gets one more try when the pause
+                # ends, if it ends soon: a short wait beats a 503.
+                for route in held:
+                    assert route.endpoint is not None
+                    breaker = route.endpoint.breaker
+                    pause = breaker.held_for()
+                    if pause > self.config.retry.max_retry_after or loop.time() + pause >= deadline:
+                        continue
+                    while (pause := breaker.held_for()) > 0:
+                        await asyncio.sleep(pause)
                     try:
                         return await self._embed_on(route, request, counts, deadline)
                     except RouteFailed as failed:
@@ -195,9 +221,9 @@ class RoutedModel:
         if not tried:
             waits = [r.endpoint.breaker.snapshot().retry_in_s for r in self.routes if r.endpoint]
             wait = max(1, round(min(waits, default=1.0)))
+            reasons = "; ".join(dict.fromkeys(f.error.message for f in failures))
             return UpstreamUnavailableError(
-                f"Every upstream of model `{self.config.id}` is out of rotation "
-                "(circuit open); try again later.",
+                f"No upstream of model `{self.config.id}` takes requests now: {reasons}",
                 headers={"Retry-After": str(wait)},
             )
         last = tried[-1].error
@@ -220,7 +246,9 @@ class RoutedModel:
         assert route.endpoint is not None
         endpoint = route.endpoint
         if not endpoint.breaker.available():
-            raise RouteFailed(_circuit_open(endpoint.name), circuit_open=True)
+            held_for = endpoint.breaker.held_for()
+            error = _paused(endpoint.name, held_for) if held_for else _circuit_open(endpoint.name)
+            raise RouteFailed(error, circuit_open=True, held_for=held_for)
         client = endpoint.client
         texts, token_ids = request.texts, request.token_ids
         if token_ids is not None and not client.forwards_token_ids:
@@ -280,6 +308,10 @@ class RoutedModel:
                 return await endpoint.call(batch)
             except UpstreamCallFailed as exc:
                 last = exc
+                if exc.retry_after is not None:
+                    # Asked of every request, not just this one: new ones
+                    # go elsewhere, or wait, until the pause ends.
+                    endpoint.breaker.hold_off(exc.retry_after)
             if not last.retryable or attempt == retry.retries:
                 break
             delay = backoff_delay(attempt, retry, self.rng)
@@ -303,6 +335,12 @@ def _decoded(token_ids: list[list[int]]) -> list[str]:
 
 def _circuit_open(name: str) -> UpstreamUnavailableError:
     return UpstreamUnavailableError(f"Upstream `{name}` is out of rotation (circuit open).")
+
+
+def _paused(name: str, seconds: float) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(
+        f"Upstream `{name}` asked for a pause (Retry-After): {seconds:.1f} s left."
+    )
 
 
 def _means_unavailable(error: EzlinkError) -> bool:
