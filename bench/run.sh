@@ -50,20 +50,23 @@ load() {  # label url scenario [concurrency tag]
     --model-dir "$MODEL_DIR" ${LOAD_EXTRA:-} | tee -a "$OUT"
 }
 
+adjacent_limit() {  # when
+  # The limit again, right before and right after ezlink's headline scenario:
+  # the CPU on offer drifts within a run, and the ratio must compare figures
+  # taken under the same conditions (summary.py takes their mean).
+  $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$BEST_SIZE" \
+    --label "raw limit ($1)" | tee -a "$OUT"
+}
+
 saturate() {  # label url
   load "$1" "$2" single 64
-  if [[ "$1" == ezlink ]]; then
-    # The limit again, just before ezlink's headline scenario: on a shared
-    # machine the CPU on offer drifts within a run, and the ratio must
-    # compare figures taken under the same conditions.
-    $PY bench/raw_limit.py --seconds "$RAW_SECONDS" --batch-sizes "$BEST_SIZE" \
-      --label "raw limit (adjacent)" | tee -a "$OUT"
-  fi
+  [[ "$1" == ezlink ]] && adjacent_limit before
   # 32 clients x 16 texts keep 512 texts in flight (8 full batches): enough
   # to saturate, and each client still finishes several requests in the
   # window (with 64, a request waits most of the window and the count of
   # finished ones jumps in steps of 1024 texts).
   load "$1" "$2" short16 32
+  [[ "$1" == ezlink ]] && adjacent_limit after
   load "$1" "$2" mixed16 32
 }
 
