@@ -149,12 +149,14 @@ class Accounts:
         """Whether any key was ever issued; a "no" is trusted for NO_KEYS_RECHECK_S."""
         if self._has_keys or time.monotonic() < self._no_keys_until:
             return self._has_keys
+        # One query at a time: the requests that come while it runs keep the
+        # last "no" for those milliseconds, instead of each asking again.
+        self._no_keys_until = time.monotonic() + NO_KEYS_RECHECK_S
         try:
             self._has_keys = await self.store.any_keys()
         except DATABASE_ERRORS as exc:
+            self._no_keys_until = 0.0
             raise database_unavailable() from exc
-        if not self._has_keys:
-            self._no_keys_until = time.monotonic() + NO_KEYS_RECHECK_S
         return self._has_keys
 
     async def find_key(self, secret: str) -> ApiKey | None:
