@@ -254,6 +254,13 @@ class AccountsConfig(Strict):
     # Usage rows are written in batches off the request path, this often.
     usage_flush_interval_s: float = Field(0.5, gt=0)
     usage_batch_size: int = Field(500, ge=1)
+    # Seconds a key read from the database serves this process's requests.
+    # 0: read on every request, so a revoke or disable made anywhere holds
+    # from the next request (costs a database round trip, about 2 ms on
+    # SQLite). N: changes made elsewhere (the CLI, other replicas) are seen
+    # within N s; this process's admin API applies its own at once. Keys with
+    # a token quota are always read fresh, so the quota stays exact.
+    key_cache_seconds: float = Field(0.0, ge=0)
 
 
 class Settings(Strict):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ezlink.accounts.keys import ApiKey, KeyLimits, utcnow
+from ezlink.accounts.keys import ApiKey, KeyLimits, hash_secret, utcnow
 from ezlink.accounts.limits import (
     Decision,
     Limiter,
@@ -101,15 +101,26 @@ def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Tak
 # a key exists at most this often, not on every request: the first key issued
 # (by the CLI or another replica) closes every server within this time.
 NO_KEYS_RECHECK_S = 1.0
+# Keys cached at most (only with key_cache_seconds): a bound on memory.
+KEY_CACHE_MAX = 10_000
 
 
 class Accounts:
     """Owns the database engine, the limiter and the usage recorder."""
 
-    def __init__(self, store: AccountsStore, limiter: Limiter, recorder: UsageRecorder) -> None:
+    def __init__(
+        self,
+        store: AccountsStore,
+        limiter: Limiter,
+        recorder: UsageRecorder,
+        key_cache_seconds: float = 0.0,
+    ) -> None:
         self.store = store
         self.limiter = limiter
         self.recorder = recorder
+        self.key_cache_seconds = key_cache_seconds
+        # Secret hash -> (read at, key); see AccountsConfig.key_cache_seconds.
+        self._key_cache: dict[str, tuple[float, ApiKey]] = {}
         # Keys are never deleted, so once one exists the server stays closed.
         self._has_keys = False
         self._no_keys_until = 0.0
@@ -119,7 +130,7 @@ class Accounts:
         store = AccountsStore(make_engine(config.database_url or default_database_url()))
         limiter: Limiter = RedisLimiter(config.redis_url) if config.redis_url else MemoryLimiter()
         recorder = UsageRecorder(store, config.usage_flush_interval_s, config.usage_batch_size)
-        return cls(store, limiter, recorder)
+        return cls(store, limiter, recorder, config.key_cache_seconds)
 
     async def start(self) -> None:
         await migrate(self.store.engine)
@@ -160,12 +171,26 @@ class Accounts:
         return self._has_keys
 
     async def find_key(self, secret: str) -> ApiKey | None:
-        """The key for a secret, read fresh from the database on every call:
-        no cache, so a disable or revoke holds from the next request on."""
+        """The key for a secret: read from the database on every call, unless
+        `key_cache_seconds` lets a recent read serve (never for a key with a
+        token quota, whose use must be read fresh)."""
+        digest = hash_secret(secret)
+        cached = self._key_cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < self.key_cache_seconds:
+            return cached[1]
         try:
-            return await self.store.find_by_secret(secret)
+            key = await self.store.find_by_secret(secret)
         except DATABASE_ERRORS as exc:
             raise database_unavailable() from exc
+        if self.key_cache_seconds and key is not None and key.limits.quota_tokens is None:
+            if len(self._key_cache) >= KEY_CACHE_MAX:
+                self._key_cache.clear()
+            self._key_cache[digest] = (time.monotonic(), key)
+        return key
+
+    def forget_cached_keys(self) -> None:
+        """A key was changed here: no cached read may outlive the change."""
+        self._key_cache.clear()
 
     # -- admission and usage -------------------------------------------------
 

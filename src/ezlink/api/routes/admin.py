@@ -101,6 +101,7 @@ async def update_key(key_id: str, request: Request) -> dict[str, Any]:
     if changes.get("name", "") is None or changes.get("disabled", False) is None:
         raise InvalidRequestError("`name` and `disabled` cannot be null.")
     updated = await accounts.store.update_key(key.id, changes)
+    accounts.forget_cached_keys()
     assert updated is not None
     return updated.to_public()
 
@@ -111,6 +112,7 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     accounts = _accounts(request)
     key = await _key_or_404(accounts, key_id)
     revoked = await accounts.store.revoke_key(key.id)
+    accounts.forget_cached_keys()
     assert revoked is not None
     return revoked.to_public()
 
