@@ -16,9 +16,12 @@ MASTER = "sk-key-cache-master-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     config = write_config({"accounts": {"key_cache_seconds": 600}})
-    with ServerProcess(config=config, master_key=MASTER) as process:
+    # Its own accounts database: a key issued in the session's shared one
+    # would close every keyless server of the tests that follow.
+    env = {"EZLINK_DATA_DIR": str(tmp_path_factory.mktemp("key-cache"))}
+    with ServerProcess(config=config, env=env, master_key=MASTER) as process:
         yield process
 
 
