@@ -41,11 +41,7 @@ def build_models(settings: Settings) -> list[ServedModel]:
     ]
 
 
-def create_app(
-    settings: Settings,
-    registry: ModelRegistry | None = None,
-    authenticator: Authenticator | None = None,
-) -> FastAPI:
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     registry = registry or ModelRegistry(build_models(settings))
     metrics = Metrics(registry)
     # Models load in the background so that the server listens at once and
@@ -83,9 +79,8 @@ def create_app(
     app.state.readiness_checks = readiness_checks
     app.state.accounts = accounts
     readiness_checks.update(accounts.readiness_checks())
-    app.state.authenticator = authenticator or AccountsAuthenticator(
-        settings.server.master_key, accounts
-    )
+    authenticator: Authenticator = AccountsAuthenticator(settings.server.master_key, accounts)
+    app.state.authenticator = authenticator
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.server.limits.max_body_bytes

@@ -1,8 +1,7 @@
 """Who is calling: `Authorization: Bearer <key>` → a Principal.
 
-The authenticator is an interface so that the accounts store (issued keys
-with limits) can stand behind it; with none configured, only the master key
-(if any) is checked.
+The authenticator is an interface; the accounts store (issued keys with
+limits, then the master key) stands behind it: `api.key_auth`.
 """
 
 from __future__ import annotations
@@ -58,22 +57,6 @@ def is_master_key(api_key: str, master_key: str | None) -> bool:
     return master_key is not None and hmac.compare_digest(
         api_key.encode("utf-8", "surrogateescape"), master_key.encode("utf-8")
     )
-
-
-class MasterKeyAuthenticator:
-    """Only the master key, or no auth at all when none is set."""
-
-    def __init__(self, master_key: str | None) -> None:
-        self.master_key = master_key
-
-    async def authenticate(self, api_key: str | None) -> Principal:
-        if self.master_key is None:
-            return ANONYMOUS
-        if not api_key:
-            raise missing_key_error()
-        if is_master_key(api_key, self.master_key):
-            return MASTER
-        raise invalid_key_error(api_key)
 
 
 def bearer_token(request: Request) -> str | None:
