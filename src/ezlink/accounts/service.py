@@ -179,7 +179,7 @@ class Accounts:
         if cached is not None and time.monotonic() - cached[0] < self.key_cache_seconds:
             return cached[1]
         try:
-            key = await self.store.find_by_secret(secret)
+            key = await self.store.find_by_hash(digest)
         except DATABASE_ERRORS as exc:
             raise database_unavailable() from exc
         if self.key_cache_seconds and key is not None and key.limits.quota_tokens is None:

@@ -102,6 +102,15 @@ def _column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+async def _add_used_tokens(connection: AsyncConnection, key_id: str, tokens: int) -> None:
+    # One UPDATE that adds in the database: concurrent writers never lose a charge.
+    await connection.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(used_tokens=api_keys.c.used_tokens + tokens)
+    )
+
+
 class AccountsStore:
     """Keys and usage in one database (SQLite or PostgreSQL)."""
 
@@ -151,8 +160,8 @@ class AccountsStore:
             row = (await connection.execute(select(api_keys).where(*where))).mappings().first()
         return None if row is None else _key_from_row(row)
 
-    async def find_by_secret(self, secret: str) -> ApiKey | None:
-        return await self._one(api_keys.c.key_hash == hash_secret(secret))
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None:
+        return await self._one(api_keys.c.key_hash == key_hash)
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         """By id, or by the display prefix when that names one key."""
@@ -208,26 +217,19 @@ class AccountsStore:
     async def charge(self, key_id: str, tokens: int) -> None:
         """Add tokens to a key's used_tokens, atomically (safe across processes)."""
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id)
-                .values(used_tokens=api_keys.c.used_tokens + tokens)
-            )
+            await _add_used_tokens(connection, key_id, tokens)
 
     async def _insert_new_events(
         self, connection: AsyncConnection, events: Sequence[UsageEvent]
     ) -> set[str]:
         """Insert the events not stored yet; the ids of those inserted."""
         # ON CONFLICT DO NOTHING: PostgreSQL's, and SQLite's upsert syntax.
-        if self.engine.dialect.name == "postgresql":
-            statement: Any = postgresql.insert(usage_events).on_conflict_do_nothing(
-                index_elements=[usage_events.c.event_id]
-            )
-        else:
-            statement = sqlite.insert(usage_events).on_conflict_do_nothing(
-                index_elements=[usage_events.c.event_id]
-            )
-        statement = statement.returning(usage_events.c.event_id)
+        dialect: Any = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(usage_events)
+            .on_conflict_do_nothing(index_elements=[usage_events.c.event_id])
+            .returning(usage_events.c.event_id)
+        )
         result = await connection.execute(statement, [_usage_row(item) for item in events])
         return set(result.scalars().all())
 
@@ -253,11 +255,7 @@ class AccountsStore:
                 if item.key_id is not None:
                     owed[item.key_id] = owed.get(item.key_id, 0) + item.prompt_tokens
             for key_id, tokens in sorted(owed.items()):
-                await connection.execute(
-                    update(api_keys)
-                    .where(api_keys.c.id == key_id)
-                    .values(used_tokens=api_keys.c.used_tokens + tokens)
-                )
+                await _add_used_tokens(connection, key_id, tokens)
 
     async def usage(
         self,
