@@ -122,13 +122,20 @@ class Metrics:
 
     def attach_to_engine(self, models: ModelRegistry) -> None:
         """Hook every loaded batcher (call once the models have started)."""
-        for model in models.models:
-            batcher = getattr(model, "batcher", None)
-            if batcher is not None and hasattr(batcher, "on_batch"):
-                batcher.on_batch = self.batch_hook(model.card.id)
+        for name, batcher in local_batchers(models):
+            if hasattr(batcher, "on_batch"):
+                batcher.on_batch = self.batch_hook(name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def local_batchers(models: ModelRegistry) -> Iterable[tuple[str, Any]]:
+    """(model id, batcher) of every model that has one (local, started)."""
+    for model in models.models:
+        batcher = getattr(model, "batcher", None)
+        if batcher is not None:
+            yield model.card.id, batcher
 
 
 class EngineCollector(Collector):
@@ -143,12 +150,6 @@ class EngineCollector(Collector):
         yield ready
         yield from self._batcher_metrics()
         yield from self._upstream_metrics()
-
-    def _batchers(self) -> Iterable[tuple[str, Any]]:
-        for model in self.models.models:
-            batcher = getattr(model, "batcher", None)
-            if batcher is not None:
-                yield model.card.id, batcher
 
     def _batcher_metrics(self) -> Iterator[Metric]:
         labels = ["model"]
@@ -179,7 +180,7 @@ class EngineCollector(Collector):
             "Requests refused with 503 because the queue was full.",
             labels=labels,
         )
-        for name, batcher in self._batchers():
+        for name, batcher in local_batchers(self.models):
             queued_tokens.add_metric([name], float(batcher.queued_tokens))
             queued_requests.add_metric([name], float(getattr(batcher, "queued_requests", 0)))
             stats = getattr(batcher, "stats", None)
