@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MASTER_KEY
+from tests.support.metrics import scrape
 from tests.support.server import ServerProcess, write_config
 
 MODEL = "all-minilm-l6-v2"
@@ -97,13 +97,7 @@ def wait_for_status(server: ServerProcess, status: int) -> httpx.Response:
 
 
 def dropped_inputs_metric(server: ServerProcess) -> float:
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "ezlink_dropped_inputs_total" and sample.labels == {"model": MODEL}
-    )
+    return scrape(server)[("ezlink_dropped_inputs_total", frozenset({("model", MODEL)}))]
 
 
 def test_a_full_queue_answers_503_in_the_openai_shape_with_retry_after(

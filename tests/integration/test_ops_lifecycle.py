@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from ezlink.backends.model_files import locate_model
 from ezlink.config import DEFAULT_MODEL_PACKAGE
+from tests.support.metrics import scrape
 from tests.support.server import STARTUP_TIMEOUT_S, ServerProcess, write_config
 
 MASTER_KEY = "sk-test-ops-lifecycle-0123456789"
@@ -80,11 +80,7 @@ def test_ready_says_503_until_the_model_has_loaded_then_200() -> None:
 
 
 def in_flight(process: ServerProcess) -> float:
-    text = httpx.get(process.base_url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "ezlink_requests_in_flight":
-            return float(family.samples[0].value)
-    raise AssertionError("no ezlink_requests_in_flight in /metrics")
+    return scrape(process)[("ezlink_requests_in_flight", frozenset())]
 
 
 def test_sigterm_finishes_every_accepted_request_then_exits_0() -> None:

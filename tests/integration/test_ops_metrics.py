@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess
 
 MODEL = "text-embedding-ada-002"
 EMBEDDINGS = "/v1/embeddings"
-
-
-def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, keyed by (name, labels)."""
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def test_counters_move_by_the_requests_inputs_and_tokens_served(server: ServerProcess) -> None:

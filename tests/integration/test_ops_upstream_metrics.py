@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fault_upstream import USAGE_PER_INPUT, FaultUpstream
+from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess, write_config
 
 MASTER_KEY = "sk-test-ops-upstreams-0123456789"
@@ -50,33 +49,20 @@ def front() -> Iterator[ServerProcess]:
             yield process
 
 
-def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_failed_upstream_calls_open_the_circuit_and_show_in_metrics(front: ServerProcess) -> None:
     client = openai.OpenAI(base_url=front.api_url, api_key=MASTER_KEY, max_retries=0)
     response = client.embeddings.create(model="flaky", input=["a", "b", "c"])
     assert len(response.data) == 3
     samples = scrape(front)
-
-    def value(name: str, **labels: str) -> float:
-        return samples.get((name, frozenset(labels.items())), 0.0)
-
-    assert value("ezlink_upstream_errors_total", upstream="failing") == RETRIES + 1
-    assert value("ezlink_upstream_calls_total", upstream="failing") == RETRIES + 1
-    assert value("ezlink_upstream_calls_total", upstream="good") == 1
-    assert value("ezlink_upstream_errors_total", upstream="good") == 0
-    assert value("ezlink_upstream_circuit_state", upstream="failing", state="open") == 1
-    assert value("ezlink_upstream_circuit_state", upstream="failing", state="up") == 0
-    assert value("ezlink_upstream_circuit_state", upstream="good", state="up") == 1
-    assert value("ezlink_upstream_circuit_opened_total", upstream="failing") == 1
+    assert value(samples, "ezlink_upstream_errors_total", upstream="failing") == RETRIES + 1
+    assert value(samples, "ezlink_upstream_calls_total", upstream="failing") == RETRIES + 1
+    assert value(samples, "ezlink_upstream_calls_total", upstream="good") == 1
+    assert value(samples, "ezlink_upstream_errors_total", upstream="good") == 0
+    assert value(samples, "ezlink_upstream_circuit_state", upstream="failing", state="open") == 1
+    assert value(samples, "ezlink_upstream_circuit_state", upstream="failing", state="up") == 0
+    assert value(samples, "ezlink_upstream_circuit_state", upstream="good", state="up") == 1
+    assert value(samples, "ezlink_upstream_circuit_opened_total", upstream="failing") == 1
     # The client's request succeeded through the fallback and is counted as such.
     ok = {"route": "/v1/embeddings", "model": "flaky", "status": "200"}
-    assert value("ezlink_requests_total", **ok) == 1
-    assert value("ezlink_embedding_tokens_total", model="flaky") == 3 * USAGE_PER_INPUT
+    assert value(samples, "ezlink_requests_total", **ok) == 1
+    assert value(samples, "ezlink_embedding_tokens_total", model="flaky") == 3 * USAGE_PER_INPUT
