@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import short_texts
-from ezlink.config import load_settings
-from ezlink.engine.local_model import LocalModel, load_backend
+from served import default_model
 
 WARM_UP = 20
 
@@ -47,9 +46,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
 
-    settings = load_settings()
-    model = LocalModel(settings.models[0], settings.server.limits)  # type: ignore[arg-type]
-    backend = load_backend(model.config, model.files)
+    model, backend = default_model()
     texts = short_texts(WARM_UP + args.requests)
     sequences = model.tokenizer.encode(texts)
 

@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from corpus import mixed_texts, short_texts
 from ezlink.backends.base import EmbeddingBackend
 from ezlink.backends.model_files import ModelFiles
-from ezlink.config import load_settings
-from ezlink.engine.local_model import LocalModel, load_backend
+from served import default_model
 
 
 def run_for(seconds: float, workers: int, embed, batches) -> tuple[int, int, float]:  # type: ignore[no-untyped-def]
@@ -97,9 +96,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    settings = load_settings()
-    model = LocalModel(settings.models[0], settings.server.limits)  # type: ignore[arg-type]
-    backend = load_backend(model.config, model.files)
+    model, backend = default_model()
     workers = model.config.batching.workers or backend.suggested_workers()
     texts = short_texts(4096) if args.corpus == "short" else mixed_texts(4096)
     sequences = model.tokenizer.encode(texts)
