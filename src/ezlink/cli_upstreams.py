@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from ezlink.cli_common import fail
+
 COLUMNS = ("name", "state", "latency", "calls", "failures", "last error")
 
 
@@ -51,15 +53,13 @@ def show_upstreams(
     try:
         response = httpx.get(url.rstrip("/") + "/admin/upstreams", headers=headers, timeout=10)
     except httpx.TransportError as exc:
-        typer.secho(f"cannot reach {url}: {type(exc).__name__}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot reach {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
-        typer.secho(f"{url}: HTTP {response.status_code}: {message}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1)
+        raise fail(f"{url}: HTTP {response.status_code}: {message}")
     upstreams = response.json()["data"]
     if as_json:
         typer.echo(json.dumps(upstreams, indent=2))
