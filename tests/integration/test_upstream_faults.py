@@ -344,6 +344,8 @@ def test_a_client_error_from_the_upstream_passes_through_sanitized_without_fallb
 def test_an_open_circuit_stops_calls_and_shows_in_admin_and_cli(
     fault: FaultUpstream, front: ServerProcess
 ) -> None:
+    # The healthy upstream answers once, so that it has a latency to show.
+    assert post(front, {"model": "fake", "input": "x"}).status_code == 200
     # A try and one retry: two failures in a row open this upstream's circuit.
     assert post(front, {"model": "breaking", "input": "x"}).status_code == 502
     calls = len(fault.calls("error-500"))
