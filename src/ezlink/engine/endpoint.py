@@ -72,6 +72,10 @@ class UpstreamEndpoint:
 
     def record_failure(self, error: UpstreamCallFailed) -> None:
         self.breaker.record_failure()
+        if error.retry_after is not None:
+            # Asked of every request, not just the one that got it: new ones
+            # go elsewhere, or wait, until the pause ends.
+            self.breaker.hold_off(error.retry_after)
         self.failures += 1
         self.last_error = error.reason
         self._last_error_at = time.monotonic()

@@ -308,10 +308,6 @@ class RoutedModel:
                 return await endpoint.call(batch)
             except UpstreamCallFailed as exc:
                 last = exc
-                if exc.retry_after is not None:
-                    # Asked of every request, not just this one: new ones
-                    # go elsewhere, or wait, until the pause ends.
-                    endpoint.breaker.hold_off(exc.retry_after)
             if not last.retryable or attempt == retry.retries:
                 break
             delay = backoff_delay(attempt, retry, self.rng)
