@@ -12,14 +12,14 @@ from ezlink.accounts.service import Accounts
 from ezlink.api.auth import Authenticator
 from ezlink.api.errors import install_error_handlers
 from ezlink.api.key_auth import AccountsAuthenticator
-from ezlink.api.middleware import RequestContextMiddleware
-from ezlink.api.observe import AccessMiddleware
+from ezlink.api.edge import RequestContextMiddleware
+from ezlink.api.access_log import AccessMiddleware
 from ezlink.api.routes import admin, embeddings, health, models, upstreams
 from ezlink.config import LocalModelConfig, Settings
-from ezlink.engine.endpoint import build_endpoints
+from ezlink.upstreams.endpoint import build_endpoints
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.routing import RoutedModel
+from ezlink.upstreams.routing import RoutedModel
 from ezlink.engine.types import ServedModel
 from ezlink.ops.loading import ModelLoader
 from ezlink.ops.metrics import Metrics

@@ -203,7 +203,9 @@ class RoutedModelConfig(Strict):
 ModelConfig = Annotated[LocalModelConfig | RoutedModelConfig, Field(discriminator="kind")]
 
 
-class LimitsConfig(Strict):
+class RequestLimitsConfig(Strict):
+    """What one request may carry (`server.limits`); a key's own limits are KeyLimits."""
+
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(OPENAI_MAX_INPUTS, ge=1)
     max_input_tokens: int = Field(OPENAI_MAX_INPUT_TOKENS, ge=1)
@@ -215,7 +217,7 @@ class ServerConfig(Strict):
     port: int = Field(8000, ge=0, le=65535)
     # Secret for every /v1 route and the admin API; prefer EZLINK_MASTER_KEY.
     master_key: str | None = None
-    limits: LimitsConfig = LimitsConfig()
+    limits: RequestLimitsConfig = RequestLimitsConfig()
     # On SIGTERM: seconds in-flight requests may take to finish before their
     # connections are closed (uvicorn's timeout_graceful_shutdown).
     shutdown_grace_seconds: float = Field(30.0, ge=0)

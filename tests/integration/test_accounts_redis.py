@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ezlink.accounts.keys import KeyLimits
-from ezlink.accounts.limits import RedisLimiter, Take
+from ezlink.accounts.ratelimit import RedisLimiter, Take
 from ezlink.accounts.service import bucket_takes
 from tests.support.openai_errors import assert_openai_error
 from tests.support.redis import RedisServer

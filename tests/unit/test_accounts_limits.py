@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ezlink.accounts.keys import KeyLimits
-from ezlink.accounts.limits import MemoryLimiter, Take, format_reset
+from ezlink.accounts.ratelimit import MemoryLimiter, Take, format_reset
 from ezlink.accounts.service import bucket_takes, ratelimit_headers
 
 

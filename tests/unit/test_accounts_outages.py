@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ezlink.accounts.keys import KeyLimits
-from ezlink.accounts.limits import RedisLimiter
+from ezlink.accounts.ratelimit import RedisLimiter
 from ezlink.accounts.service import Accounts, bucket_takes
 from ezlink.config import AccountsConfig
 from ezlink.errors import OverloadedError

@@ -9,20 +9,20 @@ import numpy as np
 import orjson
 import pytest
 
-from ezlink.api.protocol import EmbeddingsCall, parse_embeddings_call, render_embeddings
-from ezlink.config import LimitsConfig
+from ezlink.api.protocol.embeddings import EmbeddingsCall, parse_embeddings_call, render_embeddings
+from ezlink.config import RequestLimitsConfig
 from ezlink.engine.types import EmbedResult
 from ezlink.errors import InvalidRequestError
 
-LIMITS = LimitsConfig()
+LIMITS = RequestLimitsConfig()
 MODEL = "text-embedding-ada-002"
 
 
-def parse(body: dict[str, Any], limits: LimitsConfig = LIMITS) -> EmbeddingsCall:
+def parse(body: dict[str, Any], limits: RequestLimitsConfig = LIMITS) -> EmbeddingsCall:
     return parse_embeddings_call(orjson.dumps(body), limits)
 
 
-def rejection(body: dict[str, Any] | bytes, limits: LimitsConfig = LIMITS) -> InvalidRequestError:
+def rejection(body: dict[str, Any] | bytes, limits: RequestLimitsConfig = LIMITS) -> InvalidRequestError:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     with pytest.raises(InvalidRequestError) as caught:
         parse_embeddings_call(raw, limits)
@@ -173,7 +173,7 @@ def test_more_inputs_than_the_limit_names_the_limit_and_the_count() -> None:
 
 
 def test_the_input_count_limit_applies_to_arrays_of_token_arrays() -> None:
-    limits = LimitsConfig(max_inputs=2)
+    limits = RequestLimitsConfig(max_inputs=2)
     assert "3" in rejection({"model": MODEL, "input": [[1], [2], [3]]}, limits).message
 
 

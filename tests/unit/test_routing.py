@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ezlink.config import BreakerConfig, LimitsConfig, RetryConfig, RoutedModelConfig
-from ezlink.engine.breaker import MAX_HOLD_S, CircuitBreaker
-from ezlink.engine.limits import check_token_limits
-from ezlink.engine.routing import (
+from ezlink.config import BreakerConfig, RequestLimitsConfig, RetryConfig, RoutedModelConfig
+from ezlink.upstreams.breaker import MAX_HOLD_S, CircuitBreaker
+from ezlink.engine.rules import check_token_limits
+from ezlink.upstreams.routing import (
     Route,
     RoutedModel,
     backoff_delay,
@@ -153,7 +153,7 @@ def test_our_count_is_cl100k_tokens_or_token_ids() -> None:
 
 
 def test_the_contracts_token_limits_hold_for_routed_models() -> None:
-    limits = LimitsConfig(max_input_tokens=10, max_request_tokens=25)
+    limits = RequestLimitsConfig(max_input_tokens=10, max_request_tokens=25)
     per_input, per_request = limits.max_input_tokens, limits.max_request_tokens
     check_token_limits([10, 10], per_input, per_request)
     with pytest.raises(InvalidRequestError) as raised:

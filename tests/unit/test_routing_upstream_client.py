@@ -11,7 +11,7 @@ import orjson
 import pytest
 import yaml
 
-from ezlink.backends.upstream import (
+from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
     UpstreamClient,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import SQLAlchemyError
 
 from ezlink.accounts.keys import ApiKey, KeyLimits, hash_secret, utcnow
-from ezlink.accounts.limits import (
+from ezlink.accounts.ratelimit import (
     Decision,
     Limiter,
     MemoryLimiter,

@@ -9,12 +9,7 @@ from transformers import AutoModel
 
 from ezlink.backends.base import EmbeddingBackend, Vectors, pad_batch
 from ezlink.backends.model_files import ModelFiles
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+from ezlink.backends.runtime import Device
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -48,8 +43,9 @@ class PoolingModel(torch.nn.Module):
 class TorchBackend(EmbeddingBackend):
     name = "torch"
 
-    def __init__(self, files: ModelFiles, device: str = "auto") -> None:
-        self.device = resolve_device(device)
+    def __init__(self, files: ModelFiles, device: Device = "cpu") -> None:
+        # Resolved by backends.runtime.choose_runtime: "cpu" or "cuda", never "auto".
+        self.device = device
         self.dimension = files.dimension
         self._pad_id = files.pad_token_id
         model = PoolingModel(files).eval().to(self.device)

@@ -6,17 +6,18 @@ import asyncio
 import logging
 import time
 
-import numpy as np
-
-from ezlink.backends.base import EmbeddingBackend, Vectors
+from ezlink.backends.base import EmbeddingBackend
 from ezlink.backends.model_files import ModelFiles, locate_model, read_model_files
-from ezlink.config import LimitsConfig, LocalModelConfig
+from ezlink.config import RequestLimitsConfig, LocalModelConfig
 from ezlink.engine.batcher import Batcher
-from ezlink.engine.cl100k import UnknownTokenError, decode_cl100k
-from ezlink.engine.limits import check_token_limits
+from ezlink.engine.rules import (
+    check_dimensions,
+    check_token_limits,
+    decode_token_inputs,
+    reduce_dimensions,
+)
 from ezlink.engine.tokenization import ModelTokenizer
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
-from ezlink.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +58,10 @@ def request_size(request: EmbedRequest) -> int:
     return sum(len(ids) for ids in request.token_ids or [])
 
 
-def reduce_dimensions(vectors: Vectors, dimensions: int | None, normalize: bool) -> Vectors:
-    """Matryoshka: keep the first `dimensions` values, then L2-normalize."""
-    if dimensions is not None and dimensions < vectors.shape[1]:
-        vectors = vectors[:, :dimensions]
-        normalize = True
-    if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
-    return vectors.astype(np.float32, copy=False)
-
-
 class LocalModel:
     """Serves one LocalModelConfig."""
 
-    def __init__(self, config: LocalModelConfig, limits: LimitsConfig) -> None:
+    def __init__(self, config: LocalModelConfig, limits: RequestLimitsConfig) -> None:
         self.config = config
         self.limits = limits
         self.files = read_model_files(locate_model(config.path, config.package))
@@ -114,10 +104,7 @@ class LocalModel:
             texts = request.texts
         else:
             assert request.token_ids is not None
-            try:
-                texts = [decode_cl100k(ids) for ids in request.token_ids]
-            except UnknownTokenError as exc:
-                raise InvalidRequestError(str(exc), param="input") from exc
+            texts = decode_token_inputs(request.token_ids)
         prefix = (
             self.config.query_prefix
             if request.input_type == "query"
@@ -133,20 +120,6 @@ class LocalModel:
         )
         return sequences
 
-    def check_dimensions(self, dimensions: int | None) -> None:
-        if dimensions is None:
-            return
-        if not self.config.allow_dimensions:
-            raise InvalidRequestError(
-                f"The model `{self.config.id}` does not support `dimensions`.", param="dimensions"
-            )
-        if not 1 <= dimensions <= self.files.dimension:
-            raise InvalidRequestError(
-                f"`dimensions` must be between 1 and {self.files.dimension} for this model; "
-                f"got {dimensions}.",
-                param="dimensions",
-            )
-
     def check_room(self) -> None:
         """Raise OverloadedError (503) when this model's queue is full."""
         if self.batcher is not None:
@@ -155,7 +128,12 @@ class LocalModel:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         if self.batcher is None:
             raise RuntimeError("model not started")
-        self.check_dimensions(request.dimensions)
+        check_dimensions(
+            request.dimensions,
+            self.files.dimension,
+            model=self.config.id,
+            allowed=self.config.allow_dimensions,
+        )
         # Refuse before tokenizing: under a burst the 503 must come at once,
         # not after a turn in the tokenizer threads.
         self.batcher.check_room()

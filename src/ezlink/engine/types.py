@@ -1,14 +1,28 @@
-"""What the API hands the engine and what it gets back."""
+"""The model protocol: what the API hands a served model and what it gets back.
+
+A model says what it can do in ``card.capabilities``; the API asks the
+registry for a model *with* a capability, so that no route needs to know
+which class serves it. Embeddings' request and result live here; text
+generation's in ``engine.generation_types``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from ezlink.engine.generation_types import Generation, GenerationRequest
+
 InputType = Literal["query", "document"]
+# The API families a model can answer. A family is added by adding its name here.
+Capability = Literal["embeddings", "chat", "completions"]
+EMBEDDINGS: Capability = "embeddings"
+CHAT: Capability = "chat"
+COMPLETIONS: Capability = "completions"
 
 
 @dataclass(frozen=True)
@@ -45,17 +59,35 @@ class ModelCard:
     public_names: tuple[str, ...]
     owned_by: str
     created: int
+    capabilities: frozenset[Capability] = frozenset({EMBEDDINGS})
     dimension: int | None = None
     details: dict[str, object] = field(default_factory=dict)
 
 
 class ServedModel(Protocol):
-    """Anything that answers embeddings for a public model name."""
+    """Anything served under a public model name."""
 
     card: ModelCard
 
     async def start(self) -> None: ...
 
+    async def stop(self) -> None: ...
+
+    def check_room(self) -> None:
+        """Raise OverloadedError (503, Retry-After) when the model cannot take
+        another request now: called before any accounting, so that a refusal
+        under a burst costs next to nothing."""
+
+
+class Embedder(ServedModel, Protocol):
+    """A model with the `embeddings` capability."""
+
     async def embed(self, request: EmbedRequest) -> EmbedResult: ...
 
-    async def stop(self) -> None: ...
+
+class Generator(ServedModel, Protocol):
+    """A model with the `chat` and/or `completions` capability."""
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Start a generation (lazily: the work begins when it is iterated)."""
+        ...

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.routing import upstream_snapshots
+from ezlink.upstreams.routing import upstream_snapshots
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ezlink.accounts.service import Accounts
 from ezlink.api.auth import Principal, require_principal
-from ezlink.api.protocol import (
+from ezlink.api.protocol.embeddings import (
     EmbeddingsCall,
     parse_embeddings_fields,
     parse_json_object,

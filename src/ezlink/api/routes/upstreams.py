@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from ezlink.api.auth import Principal, require_admin
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.routing import upstream_snapshots
+from ezlink.upstreams.routing import upstream_snapshots
 
 router = APIRouter()
 

@@ -10,7 +10,7 @@ float32 rows, and classifies every way the call can go wrong:
 * a client error (400, 413, 422 from the upstream): the request itself is at
   fault, so it is raised as the same 4xx with the upstream's message sanitized.
 
-It knows nothing of routing; ``ezlink.engine.routing`` decides where calls go.
+It knows nothing of routing; ``ezlink.upstreams.routing`` decides where calls go.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from ezlink.cli_common import fail
+from ezlink.cli.common import fail
 
 COLUMNS = ("name", "state", "latency", "calls", "failures", "last error")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import typer
 
 from ezlink.accounts.keys import ApiKey, as_utc
-from ezlink.cli_common import ConfigOption, fail, settings_or_exit, with_accounts_store
+from ezlink.cli.common import ConfigOption, fail, settings_or_exit, with_accounts_store
 
 if TYPE_CHECKING:
     from ezlink.accounts.store.repository import AccountsStore

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from ezlink.config import LimitsConfig
+from ezlink.config import RequestLimitsConfig
+from ezlink.engine.rules import check_input_tokens
 from ezlink.engine.types import EmbedRequest, EmbedResult, InputType
 from ezlink.errors import InvalidRequestError
 
@@ -56,7 +57,7 @@ def _is_token(value: object) -> bool:
 
 
 def parse_input(
-    value: object, limits: LimitsConfig
+    value: object, limits: RequestLimitsConfig
 ) -> tuple[list[str] | None, list[list[int]] | None]:
     """(texts, None) or (None, token id lists), or InvalidRequestError."""
     if value is None:
@@ -84,7 +85,7 @@ def parse_input(
         )
     if type(first) is int:
         if all(_is_token(item) for item in value):
-            _check_token_count(value, 0, limits)
+            check_input_tokens(len(value), 0, limits.max_input_tokens)
             return None, [value]
         raise InvalidRequestError(
             "A token array `input` must hold only integers >= 0.", param="input"
@@ -96,19 +97,9 @@ def parse_input(
                     f"`input[{index}]` must be a non-empty array of integer token ids >= 0.",
                     param="input",
                 )
-            _check_token_count(item, index, limits)
+            check_input_tokens(len(item), index, limits.max_input_tokens)
         return None, value
     raise InvalidRequestError(INPUT_RULE, param="input")
-
-
-def _check_token_count(tokens: list[int], index: int, limits: LimitsConfig) -> None:
-    if len(tokens) > limits.max_input_tokens:
-        raise InvalidRequestError(
-            f"Input {index} has {len(tokens)} tokens, more than the limit of "
-            f"{limits.max_input_tokens} tokens per input.",
-            param="input",
-            code="context_length_exceeded",
-        )
 
 
 def _optional_str(data: dict[str, Any], name: str) -> str | None:
@@ -118,11 +109,11 @@ def _optional_str(data: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def parse_embeddings_call(body: bytes, limits: LimitsConfig) -> EmbeddingsCall:
+def parse_embeddings_call(body: bytes, limits: RequestLimitsConfig) -> EmbeddingsCall:
     return parse_embeddings_fields(parse_json_object(body), limits)
 
 
-def parse_embeddings_fields(data: dict[str, Any], limits: LimitsConfig) -> EmbeddingsCall:
+def parse_embeddings_fields(data: dict[str, Any], limits: RequestLimitsConfig) -> EmbeddingsCall:
     """The call from a parsed JSON body (kept by the route, which records
     the model and user of a request it refuses)."""
     model = data.get("model")

@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ezlink.backends.upstream import (
+from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
     UpstreamClient,
     UpstreamReply,
 )
 from ezlink.config import UpstreamConfig
-from ezlink.engine.breaker import CircuitBreaker, CircuitState
+from ezlink.upstreams.breaker import CircuitBreaker, CircuitState
 from ezlink.errors import EzlinkError
 
 logger = logging.getLogger(__name__)

@@ -33,21 +33,24 @@ from typing import Any
 
 import numpy as np
 
-from ezlink.backends.upstream import (
+from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
     UpstreamReply,
     UpstreamUnreachable,
 )
-from ezlink.config import LimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig
-from ezlink.engine.cl100k import UnknownTokenError, cl100k, decode_cl100k
-from ezlink.engine.endpoint import UpstreamEndpoint, UpstreamSnapshot
-from ezlink.engine.limits import check_token_limits
-from ezlink.engine.local_model import reduce_dimensions
+from ezlink.config import RequestLimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig
+from ezlink.engine.cl100k import cl100k
+from ezlink.engine.rules import (
+    check_dimensions,
+    check_token_limits,
+    decode_token_inputs,
+    reduce_dimensions,
+)
+from ezlink.upstreams.endpoint import UpstreamEndpoint, UpstreamSnapshot
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard, ServedModel
 from ezlink.errors import (
     EzlinkError,
-    InvalidRequestError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -122,10 +125,10 @@ class RoutedModel:
         endpoints: Mapping[str, UpstreamEndpoint],
         local_models: Mapping[str, ServedModel],
         rng: random.Random | None = None,
-        limits: LimitsConfig | None = None,
+        limits: RequestLimitsConfig | None = None,
     ) -> None:
         self.config = config
-        self.limits = limits or LimitsConfig()
+        self.limits = limits or RequestLimitsConfig()
         self.routes = [self._route(route, endpoints, local_models) for route in config.routes]
         self.endpoints = list(
             {r.endpoint.name: r.endpoint for r in self.routes if r.endpoint}.values()
@@ -252,7 +255,7 @@ class RoutedModel:
         client = endpoint.client
         texts, token_ids = request.texts, request.token_ids
         if token_ids is not None and not client.forwards_token_ids:
-            texts, token_ids = _decoded(token_ids), None
+            texts, token_ids = decode_token_inputs(token_ids), None
         dimensions = request.dimensions if client.forwards_dimensions else None
         parts = chunks(request.count, client.config.max_inputs_per_request)
         batches = [
@@ -274,12 +277,7 @@ class RoutedModel:
             )
         vectors = np.concatenate([reply.vectors for reply in replies])
         if request.dimensions is not None and not client.forwards_dimensions:
-            if request.dimensions > vectors.shape[1]:
-                raise InvalidRequestError(
-                    f"`dimensions` must be between 1 and {vectors.shape[1]} for this model; "
-                    f"got {request.dimensions}.",
-                    param="dimensions",
-                )
+            check_dimensions(request.dimensions, vectors.shape[1], model=self.config.id)
             vectors = reduce_dimensions(vectors, request.dimensions, normalize=False)
         tokens = sum(
             reply.prompt_tokens if reply.prompt_tokens is not None else sum(counts[part])
@@ -320,13 +318,6 @@ class RoutedModel:
             await asyncio.sleep(delay)
         assert last is not None
         raise RouteFailed(last)
-
-
-def _decoded(token_ids: list[list[int]]) -> list[str]:
-    try:
-        return [decode_cl100k(ids) for ids in token_ids]
-    except UnknownTokenError as exc:
-        raise InvalidRequestError(str(exc), param="input") from exc
 
 
 def _circuit_open(name: str) -> UpstreamUnavailableError:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ezlink import __version__
-from ezlink.cli_accounts import keys_app, usage
-from ezlink.cli_common import ConfigOption, any_key_issued, fail, settings_or_exit
-from ezlink.cli_upstreams import show_upstreams
+from ezlink.cli.accounts import keys_app, usage
+from ezlink.cli.common import ConfigOption, any_key_issued, fail, settings_or_exit
+from ezlink.cli.upstreams import show_upstreams
 from ezlink.errors import ConfigError, EzlinkError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def is_loopback(host: str) -> bool:
 def models_needed_by(model: ServedModel) -> list[ServedModel]:
     """The model, then the local models it routes to: a server's registry starts
     those for every model, but `embed` starts only what one model needs."""
-    from ezlink.engine.routing import RoutedModel
+    from ezlink.upstreams.routing import RoutedModel
 
     needed = [model]
     if isinstance(model, RoutedModel):

@@ -1,0 +1,1 @@
+"""Calling other APIs: provider clients, endpoints with their breakers, routing."""
