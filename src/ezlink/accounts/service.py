@@ -19,7 +19,9 @@ from ezlink.accounts.ratelimit import (
     format_reset,
 )
 from ezlink.accounts.store.database import default_database_url, make_engine, migrate
-from ezlink.accounts.store.repository import AccountsStore, UsageEvent
+from ezlink.accounts.store.repository import AccountsStore, TokenCounts, UsageEvent
+
+__all__ = ["Accounts", "Meter", "TokenCounts"]
 from ezlink.accounts.usage import UsageRecorder
 from ezlink.config import AccountsConfig
 from ezlink.errors import EzlinkError, OverloadedError, QuotaExceededError, RateLimitError
@@ -53,11 +55,23 @@ class Meter:
     limits: KeyLimits | None
     started: float = field(default_factory=time.perf_counter)
     headers: dict[str, str] = field(default_factory=dict)
-    prompt_tokens: int = 0
+    # Tokens taken from the key's TPM bucket at admission (a generation's
+    # max_tokens): settlement takes the difference to the real count.
+    reserved_tokens: int = 0
+    family: str = "embeddings"
+    stream: bool = False
+    tokens: TokenCounts = field(default_factory=lambda: TokenCounts())
+    # Seconds from arrival to the first byte of a streamed answer.
+    first_byte_s: float | None = None
+    finish_reason: str | None = None
     status: int = CLIENT_CLOSED
 
-    def succeeded(self, prompt_tokens: int) -> None:
-        self.prompt_tokens = prompt_tokens
+    @property
+    def prompt_tokens(self) -> int:
+        return self.tokens.prompt
+
+    def succeeded(self, tokens: TokenCounts) -> None:
+        self.tokens = tokens
         self.status = 200
 
 
@@ -79,12 +93,16 @@ def ratelimit_headers(limits: KeyLimits, decision: Decision) -> dict[str, str]:
 ANY_LEVEL = -1e18
 
 
-def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Take]:
+def bucket_takes(
+    key_id: str, limits: KeyLimits, tokens: int | None, reserved: int = 0
+) -> list[Take]:
     """The takes from a key's buckets (only those it has limits for).
 
-    Admission (`tokens` None): one unit from the requests bucket, and a
-    positive tokens bucket. Settlement: the tokens used, at any level; the
-    requests bucket is only read, for the headers.
+    Admission (`tokens` None): one unit from the requests bucket, and the
+    `reserved` tokens (a generation's max_tokens) from a tokens bucket that
+    must hold them (at least one). Settlement: the tokens used less those
+    reserved, at any level (a refund when fewer were used); the requests
+    bucket is only read, for the headers.
     """
     settling = tokens is not None
     takes = []
@@ -92,7 +110,10 @@ def bucket_takes(key_id: str, limits: KeyLimits, tokens: int | None) -> list[Tak
         cost, need = (0.0, ANY_LEVEL) if settling else (1.0, 1.0)
         takes.append(Take(f"{key_id}:rpm", limits.rpm, cost, need))
     if limits.tpm is not None:
-        cost, need = (float(tokens or 0), ANY_LEVEL) if settling else (0.0, 1.0)
+        if settling:
+            cost, need = float((tokens or 0) - reserved), ANY_LEVEL
+        else:
+            cost, need = float(reserved), float(min(max(reserved, 1), limits.tpm))
         takes.append(Take(f"{key_id}:tpm", limits.tpm, cost, need))
     return takes
 
@@ -206,7 +227,7 @@ class Accounts:
                 f"{limits.used_tokens} of its {limits.quota_tokens} tokens.",
                 headers={"x-should-retry": "false"},
             )
-        takes = bucket_takes(key_id, limits, None)
+        takes = bucket_takes(key_id, limits, None, meter.reserved_tokens)
         if not takes:
             return
         decision = await self.limiter.take(takes)
@@ -221,17 +242,18 @@ class Accounts:
     async def _settle(self, meter: Meter) -> None:
         limits, key_id = meter.limits, meter.key_id
         charged = False
-        if key_id is not None and limits is not None and meter.prompt_tokens:
+        used = meter.tokens.total
+        if key_id is not None and limits is not None and (used or meter.reserved_tokens):
             if limits.tpm is not None:
                 decision = await self.limiter.take(
-                    bucket_takes(key_id, limits, meter.prompt_tokens)
+                    bucket_takes(key_id, limits, used, meter.reserved_tokens)
                 )
                 meter.headers = ratelimit_headers(limits, decision)
-            if limits.quota_tokens is not None:
+            if limits.quota_tokens is not None and used:
                 # Charged now, not at the next flush, so the very next request
                 # of this key (in any process) sees the quota it has left.
                 try:
-                    await self.store.charge(key_id, meter.prompt_tokens)
+                    await self.store.charge(key_id, used)
                     charged = True
                 except DATABASE_ERRORS:
                     # The answer is ready: deliver it, and let the flush charge it.
@@ -245,7 +267,15 @@ class Accounts:
                 key_id=meter.key_id,
                 model=meter.model,
                 inputs=meter.inputs,
-                prompt_tokens=meter.prompt_tokens,
+                prompt_tokens=meter.tokens.prompt,
+                completion_tokens=meter.tokens.completion,
+                cached_tokens=meter.tokens.cached,
+                reasoning_tokens=meter.tokens.reasoning,
+                counted_by_ezlink=meter.tokens.counted_by_ezlink,
+                family=meter.family,
+                stream=meter.stream,
+                first_byte_ms=None if meter.first_byte_s is None else meter.first_byte_s * 1000,
+                finish_reason=meter.finish_reason,
                 status=meter.status,
                 latency_ms=(time.perf_counter() - meter.started) * 1000,
                 user=meter.user,
@@ -264,6 +294,7 @@ class Accounts:
         started: float,
         user: str | None = None,
         request_id: str | None = None,
+        family: str = "embeddings",
     ) -> None:
         """Record a request refused before admission (400, 404, 503) with its
         status and no tokens, so that operators see it in the usage.
@@ -273,7 +304,9 @@ class Accounts:
         """
         if key_id is None:
             return
-        meter = Meter(key_id, model, inputs, user, request_id, None, started=started)
+        meter = Meter(
+            key_id, model, inputs, user, request_id, None, started=started, family=family
+        )
         meter.status = error.status_code
         self._record(meter, charged=False)
 
@@ -286,13 +319,26 @@ class Accounts:
         inputs: int,
         user: str | None = None,
         request_id: str | None = None,
+        family: str = "embeddings",
+        stream: bool = False,
+        reserve_tokens: int = 0,
     ) -> Meter:
         """Check the quota and take from the rate limits before the model runs.
 
         Raises 429 (QuotaExceededError or RateLimitError, with Retry-After and
         the x-ratelimit-* headers) and records the refusal.
         """
-        meter = Meter(key_id, model, inputs, user, request_id, limits)
+        meter = Meter(
+            key_id,
+            model,
+            inputs,
+            user,
+            request_id,
+            limits,
+            reserved_tokens=reserve_tokens,
+            family=family,
+            stream=stream,
+        )
         try:
             await self._admit(meter)
         except EzlinkError as exc:
@@ -301,14 +347,21 @@ class Accounts:
         return meter
 
     async def settle(
-        self, meter: Meter, *, tokens: int | None = None, error: BaseException | None = None
+        self,
+        meter: Meter,
+        *,
+        tokens: TokenCounts | None = None,
+        error: BaseException | None = None,
     ) -> None:
         """After the request: charge the tokens and record its usage.
 
-        `tokens` for a success; `error` for a failure; neither: the client left.
+        `tokens` for a success; `error` for a failure (with `tokens`: what was
+        produced before it, which is charged); neither: the client left.
         """
-        if tokens is not None:
-            meter.succeeded(tokens)
-        elif error is not None:
+        if error is not None:
+            if tokens is not None:
+                meter.tokens = tokens
             meter.status = error.status_code if isinstance(error, EzlinkError) else 500
+        elif tokens is not None:
+            meter.succeeded(tokens)
         await self._settle(meter)

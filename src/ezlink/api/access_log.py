@@ -1,10 +1,10 @@
 """Pure ASGI middleware that measures and logs every HTTP request.
 
 It sits outside every other middleware, so it sees the final status even of
-requests refused early (413) or failed (500). Routes tell it what they did
-through ``request.state`` (``model``, ``inputs``, ``tokens``); the auth
-dependency leaves the ``principal`` there, whose display prefix is logged —
-never the key.
+requests refused early (413) or failed (500). Auth and the route tell it what
+they did through the request's ``RequestFacts`` (``api.state``): the
+principal, whose display prefix is logged (never the key), the model, the
+inputs and the tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ezlink.api.state import RequestFacts, facts_in
 from ezlink.ops.metrics import Metrics
 
 logger = logging.getLogger("ezlink.access")
@@ -60,22 +61,21 @@ class AccessMiddleware:
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        state: dict[str, Any] = scope.get("state", {})
-        model = str(state.get("model") or "")
-        inputs = state.get("inputs")
-        tokens = state.get("tokens")
+        facts = facts_in(scope) or RequestFacts(request_id="")
+        model = facts.model or ""
+        inputs, tokens, principal = facts.inputs, facts.tokens, facts.principal
         self.metrics.observe_request(route_of(scope), model, status, seconds, inputs, tokens)
-        principal = state.get("principal")
         fields: dict[str, Any] = {
-            "request_id": state.get("request_id"),
+            "request_id": facts.request_id or None,
             "method": scope.get("method"),
             "path": scope.get("path"),
             "status": status,
             "latency_ms": round(seconds * 1000, 2),
-            "key": getattr(principal, "display", None),
+            "key": principal.display if principal is not None else None,
             "model": model or None,
             "inputs": inputs,
             "tokens": tokens,
+            **facts.extra,
         }
         fields = {key: value for key, value in fields.items() if value is not None}
         level = logging.DEBUG if scope.get("path") in QUIET_PATHS else logging.INFO

@@ -1,18 +1,21 @@
 """Who is calling: `Authorization: Bearer <key>` → a Principal.
 
-The authenticator is an interface; the accounts store (issued keys with
-limits, then the master key) stands behind it: `api.key_auth`.
+Issued keys are looked up in the accounts store, then the master key is
+tried. Accounts are always on: issued keys work as soon as one exists. A
+server with neither a master key nor any issued key stays open (anonymous),
+as the loopback default has always been; the first key issued closes it.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
 
 from fastapi import Request
 
-from ezlink.accounts.keys import KeyLimits
+from ezlink.accounts.keys import ApiKey, KeyLimits
+from ezlink.accounts.service import Accounts
+from ezlink.api.state import app_state, request_facts
 from ezlink.errors import AuthenticationError, PermissionDeniedError
 
 
@@ -36,9 +39,11 @@ class Principal:
 ANONYMOUS = Principal()
 MASTER = Principal(key_id="master", display="master", is_admin=True)
 
-
-class Authenticator(Protocol):
-    async def authenticate(self, api_key: str | None) -> Principal: ...
+REFUSED = {
+    "revoked": "This API key has been revoked.",
+    "disabled": "This API key is disabled.",
+    "expired": "This API key has expired.",
+}
 
 
 def missing_key_error() -> AuthenticationError:
@@ -59,6 +64,43 @@ def is_master_key(api_key: str, master_key: str | None) -> bool:
     )
 
 
+def principal_of(key: ApiKey) -> Principal:
+    return Principal(
+        key_id=key.id,
+        display=key.prefix,
+        allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
+        limits=key.limits,
+    )
+
+
+class Authenticator:
+    """Issued keys (the accounts store), then the master key."""
+
+    def __init__(self, master_key: str | None, accounts: Accounts) -> None:
+        self.master_key = master_key
+        self.accounts = accounts
+
+    async def _is_open(self) -> bool:
+        return self.master_key is None and not await self.accounts.any_keys()
+
+    async def authenticate(self, api_key: str | None) -> Principal:
+        if not api_key:
+            if await self._is_open():
+                return ANONYMOUS
+            raise missing_key_error()
+        if is_master_key(api_key, self.master_key):
+            return MASTER
+        key = await self.accounts.find_key(api_key)
+        if key is None:
+            if await self._is_open():
+                return ANONYMOUS
+            raise invalid_key_error(api_key)
+        state = key.state()
+        if state != "active":
+            raise AuthenticationError(REFUSED[state])
+        return principal_of(key)
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -71,9 +113,8 @@ def bearer_token(request: Request) -> str | None:
 
 async def require_principal(request: Request) -> Principal:
     """FastAPI dependency for /v1 routes."""
-    authenticator: Authenticator = request.app.state.authenticator
-    principal = await authenticator.authenticate(bearer_token(request))
-    request.state.principal = principal
+    principal = await app_state(request).authenticator.authenticate(bearer_token(request))
+    request_facts(request).principal = principal
     return principal
 
 

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, the body-size limit, and the last-resort 500.
+"""The HTTP edge, pure ASGI: request ids and facts, the body-size limit, the last-resort 500.
 
 Pure ASGI (not BaseHTTPMiddleware) so that the route can still hear the
 client's disconnect and the body is counted as it streams in.
@@ -10,9 +10,10 @@ import logging
 import re
 import uuid
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ezlink.api.errors import render_error
+from ezlink.api.state import RequestFacts, attach_facts
 from ezlink.errors import EzlinkError, InternalError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class RequestContextMiddleware:
             return
         given = _header(scope, REQUEST_ID_HEADER)
         request_id = given.decode() if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        attach_facts(scope, RequestFacts(request_id=request_id))
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -59,7 +60,7 @@ class RequestContextMiddleware:
 
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await send_error(send_with_id, too_large(self.max_body_bytes))
+            await send_error(scope, receive, send_with_id, too_large(self.max_body_bytes))
             return
 
         received = 0
@@ -80,6 +81,8 @@ class RequestContextMiddleware:
             if started:
                 raise
             await send_error(
+                scope,
+                receive,
                 send_with_id,
                 InternalError(
                     f"The server had an error processing your request (request id {request_id})."
@@ -87,12 +90,6 @@ class RequestContextMiddleware:
             )
 
 
-async def send_error(send: Send, error: EzlinkError) -> None:
-    body = orjson.dumps(error.to_body())
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def send_error(scope: Scope, receive: Receive, send: Send, error: EzlinkError) -> None:
+    """Answer with `error`, rendered by the one renderer."""
+    await render_error(error)(scope, receive, send)

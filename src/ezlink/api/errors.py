@@ -1,4 +1,10 @@
-"""The one place where errors become OpenAI-shaped responses."""
+"""The one place where errors become OpenAI-shaped responses.
+
+``render_error`` is the only function that turns an error into bytes: the
+exception handlers below call it for errors raised in a route, and the edge
+middleware (``api.edge``) calls it for what it refuses before a route runs
+and for the last-resort 500.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from http import HTTPStatus
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -18,7 +25,8 @@ from ezlink.errors import (
 )
 
 
-def error_response(error: EzlinkError) -> Response:
+def render_error(error: EzlinkError) -> Response:
+    """The OpenAI error body with the error's status and headers."""
     return Response(
         orjson.dumps(error.to_body()),
         status_code=error.status_code,
@@ -36,28 +44,37 @@ def from_http_exception(exc: StarletteHTTPException, request: Request) -> Ezlink
             f"Method {request.method} is not allowed on {request.url.path}.",
             headers=dict(exc.headers or {}),
         )
-    error = EzlinkError(str(exc.detail) or HTTPStatus(exc.status_code).phrase)
-    error.status_code = exc.status_code
-    error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error
+    message = str(exc.detail) or HTTPStatus(exc.status_code).phrase
+    if exc.status_code < 500:
+        return InvalidRequestError(message, status_code=exc.status_code)
+    return EzlinkError(message, status_code=exc.status_code)
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequestError:
+    """A pydantic error as a 400 whose `param` is the path of the first bad field."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ())]
+    # FastAPI prefixes where the value came from ("body", "query").
+    if isinstance(exc, RequestValidationError) and location:
+        location = location[1:]
+    param = ".".join(location) or None
+    message = first.get("msg", "Invalid request.")
+    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_ezlink_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, EzlinkError)
-        return error_response(exc)
+        return render_error(exc)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(from_http_exception(exc, request))
+        return render_error(from_http_exception(exc, request))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(
-            InvalidRequestError(first.get("msg", "Invalid request."), param=param)
-        )
+        return render_error(from_validation_error(exc))
 
     app.add_exception_handler(EzlinkError, on_ezlink_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)

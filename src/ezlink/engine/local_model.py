@@ -8,7 +8,7 @@ import time
 
 from ezlink.backends.base import EmbeddingBackend
 from ezlink.backends.model_files import ModelFiles, locate_model, read_model_files
-from ezlink.config import RequestLimitsConfig, LocalModelConfig
+from ezlink.config import LocalModelConfig, RequestLimitsConfig
 from ezlink.engine.batcher import Batcher
 from ezlink.engine.rules import (
     check_dimensions,
@@ -134,9 +134,6 @@ class LocalModel:
             model=self.config.id,
             allowed=self.config.allow_dimensions,
         )
-        # Refuse before tokenizing: under a burst the 503 must come at once,
-        # not after a turn in the tokenizer threads.
-        self.batcher.check_room()
         # Off the event loop: a 16 MiB input takes seconds to tokenize, and every
         # other request would wait on it (the tokenizer releases the GIL). A
         # small request tokenizes in tens of microseconds, less than the hop to

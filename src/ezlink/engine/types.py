@@ -61,6 +61,8 @@ class ModelCard:
     created: int
     capabilities: frozenset[Capability] = frozenset({EMBEDDINGS})
     dimension: int | None = None
+    # The most tokens one answer may have, where the model says (text generation).
+    max_output_tokens: int | None = None
     details: dict[str, object] = field(default_factory=dict)
 
 

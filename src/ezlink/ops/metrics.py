@@ -10,7 +10,6 @@ come from the batcher's ``on_batch`` hook.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,15 +23,21 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ezlink.engine.batcher import Batcher
+from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
 from ezlink.upstreams.routing import upstream_snapshots
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The route whose inputs and tokens the embedding counters count.
+EMBEDDINGS_ROUTE = "/v1/embeddings"
 
 # Embedding latencies run from ~5 ms (one short text) to tens of seconds (2048
 # long inputs on a CPU); the buckets cover that range with ~2x steps.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Inter-token gaps: ~10 ms for a small local model, up to seconds for a stall.
+INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 CIRCUIT_STATES = ("up", "half_open", "open")
 
@@ -74,6 +79,31 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.first_token = Histogram(
+            "ezlink_time_to_first_token_seconds",
+            "Time from a streamed generation's arrival to its first piece.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token = Histogram(
+            "ezlink_inter_token_seconds",
+            "Time between consecutive pieces of a streamed generation.",
+            ["model"],
+            buckets=INTER_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams = Gauge(
+            "ezlink_streams_in_flight",
+            "Streamed answers being sent now.",
+            registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "ezlink_generation_tokens",
+            "Tokens of text generation requests, by kind (prompt, completion).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "ezlink_batch_size",
             "Inputs per inference batch.",
@@ -102,7 +132,7 @@ class Metrics:
     ) -> None:
         self.requests.labels(route, model, str(status)).inc()
         self.latency.labels(route, model).observe(seconds)
-        if status == 200 and model:
+        if status == 200 and model and route == EMBEDDINGS_ROUTE:
             if inputs is not None:
                 self.inputs.labels(model).inc(inputs)
             if tokens is not None:
@@ -123,19 +153,17 @@ class Metrics:
     def attach_to_engine(self, models: ModelRegistry) -> None:
         """Hook every loaded batcher (call once the models have started)."""
         for name, batcher in local_batchers(models):
-            if hasattr(batcher, "on_batch"):
-                batcher.on_batch = self.batch_hook(name)
+            batcher.on_batch = self.batch_hook(name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def local_batchers(models: ModelRegistry) -> Iterable[tuple[str, Any]]:
-    """(model id, batcher) of every model that has one (local, started)."""
+def local_batchers(models: ModelRegistry) -> Iterable[tuple[str, Batcher]]:
+    """(model id, batcher) of every local embeddings model that has started."""
     for model in models.models:
-        batcher = getattr(model, "batcher", None)
-        if batcher is not None:
-            yield model.card.id, batcher
+        if isinstance(model, LocalModel) and model.batcher is not None:
+            yield model.card.id, model.batcher
 
 
 class EngineCollector(Collector):
@@ -182,14 +210,13 @@ class EngineCollector(Collector):
         )
         for name, batcher in local_batchers(self.models):
             queued_tokens.add_metric([name], float(batcher.queued_tokens))
-            queued_requests.add_metric([name], float(getattr(batcher, "queued_requests", 0)))
-            stats = getattr(batcher, "stats", None)
-            if stats is not None:
-                batches.add_metric([name], float(stats.batches))
-                tokens.add_metric([name], float(stats.tokens))
-                padded.add_metric([name], float(stats.padded_tokens))
-                dropped.add_metric([name], float(stats.dropped_inputs))
-                rejected.add_metric([name], float(stats.rejected_requests))
+            queued_requests.add_metric([name], float(batcher.queued_requests))
+            stats = batcher.stats
+            batches.add_metric([name], float(stats.batches))
+            tokens.add_metric([name], float(stats.tokens))
+            padded.add_metric([name], float(stats.padded_tokens))
+            dropped.add_metric([name], float(stats.dropped_inputs))
+            rejected.add_metric([name], float(stats.rejected_requests))
         yield from (queued_tokens, queued_requests, batches, tokens, padded, dropped, rejected)
 
     def _upstream_metrics(self) -> Iterator[Metric]:

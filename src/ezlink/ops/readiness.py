@@ -1,6 +1,6 @@
 """Readiness: are the models loaded, and can the server reach what it depends on?
 
-Other parts register checks by name on ``app.state.readiness_checks`` (the
+Other parts register checks by name in ``AppState.readiness_checks`` (the
 accounts store adds ``database``); a check is an async callable that raises
 when its dependency is unusable.
 """

@@ -1,14 +1,10 @@
-"""One upstream provider: a pooled HTTP client that speaks OpenAI's /v1/embeddings.
+"""One upstream provider's /v1/embeddings: one batch becomes one call, and the
+answer becomes float32 rows.
 
-It translates one batch into one upstream call and the answer back into
-float32 rows, and classifies every way the call can go wrong:
-
-* ``UpstreamCallFailed`` (502, or 504 for a timeout): the upstream failed —
-  5xx, 429, connection errors, timeouts, malformed JSON, the wrong number of
-  vectors, an answer larger than its batch can need. The router retries,
-  falls back, and feeds its circuit breaker.
-* a client error (400, 413, 422 from the upstream): the request itself is at
-  fault, so it is raised as the same 4xx with the upstream's message sanitized.
+The connection (pool, key, slots) and the classification of failed calls
+live in ``ezlink.upstreams.http``, shared with the generation clients. Here:
+malformed JSON, the wrong number of vectors, or an answer larger than its
+batch can need are ``UpstreamCallFailed`` too.
 
 It knows nothing of routing; ``ezlink.upstreams.routing`` decides where calls go.
 """
@@ -19,11 +15,8 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import email.utils
 import functools
 import logging
-import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,19 +27,38 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ezlink.config import UpstreamConfig
-from ezlink.errors import (
-    EzlinkError,
-    InvalidRequestError,
-    PayloadTooLargeError,
-    UpstreamError,
-    UpstreamTimeoutError,
+from ezlink.errors import EzlinkError
+from ezlink.upstreams.http import (
+    CLIENT_ERROR_STATUSES,
+    MAX_RELAYED_MESSAGE,
+    NOT_RETRYABLE_STATUSES,
+    UpstreamCallFailed,
+    UpstreamCallTimedOut,
+    UpstreamConnection,
+    UpstreamUnreachable,
+    parse_retry_after,
+    sanitize_message,
+    status_error,
+    transport_reason,
 )
+
+# Re-exported: callers and tests import the call's errors and helpers from here too.
+__all__ = [
+    "CLIENT_ERROR_STATUSES",
+    "MAX_RELAYED_MESSAGE",
+    "NOT_RETRYABLE_STATUSES",
+    "UpstreamBatch",
+    "UpstreamCallFailed",
+    "UpstreamCallTimedOut",
+    "UpstreamClient",
+    "UpstreamReply",
+    "UpstreamUnreachable",
+    "parse_retry_after",
+    "sanitize_message",
+]
 
 logger = logging.getLogger(__name__)
 
-# Upper bound on a message relayed from an upstream, so it cannot flood a client.
-MAX_RELAYED_MESSAGE = 400
 # Answers larger than this are parsed off the event loop (~60 vectors of 1536 floats).
 OFFLOAD_BYTES = 1 << 20
 # A reply is read no further than its batch can need, so a misbehaving upstream
@@ -57,11 +69,6 @@ MAX_REPLY_DIMENSION = 8192
 JSON_FLOAT_BYTES = 32
 # Room for `usage`, `model`, per-row keys and an error body, whatever the batch.
 REPLY_SLACK_BYTES = 1 << 20
-# Statuses that say "your request is wrong": relayed to the client as they are.
-CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})
-# Statuses after which another try on the same upstream is pointless (our key,
-# or the upstream's model name, is wrong): fall back at once.
-NOT_RETRYABLE_STATUSES = frozenset({401, 403, 404})
 
 
 @dataclass(frozen=True)
@@ -94,95 +101,6 @@ class UpstreamReply:
     seconds: float = 0.0
 
 
-class UpstreamCallFailed(UpstreamError):
-    """The upstream failed this call (not the client's fault)."""
-
-    def __init__(
-        self,
-        upstream: str,
-        reason: str,
-        *,
-        retryable: bool = True,
-        retry_after: float | None = None,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(f"Upstream `{upstream}` failed: {reason}.")
-        self.upstream = upstream
-        self.reason = reason
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
-
-
-class UpstreamCallTimedOut(UpstreamCallFailed, UpstreamTimeoutError):
-    status_code = 504
-    code = "upstream_timeout"
-
-
-class UpstreamUnreachable(UpstreamCallFailed):
-    """No connection could be made: the upstream is down (503 when every route is)."""
-
-
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
-_URL = re.compile(r"(?i)\bhttps?://[^\s\"'<>]+")
-_SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key|token)[-_][A-Za-z0-9_\-]{8,}")
-_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
-
-
-def sanitize_message(message: str, secrets: tuple[str, ...] = ()) -> str:
-    """An upstream's error text, fit for our client: no secrets, URLs or stack."""
-    # A stack trace, if any, starts the part we never relay.
-    message = re.split(r"Traceback \(most recent call last\)", message, maxsplit=1)[0]
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    message = _URL_CREDENTIALS.sub(r"\1***@", message)
-    message = _URL.sub("<url>", message)
-    message = _SECRET_LIKE.sub(r"\1-***", message)
-    message = _BEARER.sub("Bearer ***", message)
-    message = " ".join(message.split())
-    if len(message) > MAX_RELAYED_MESSAGE:
-        message = message[: MAX_RELAYED_MESSAGE - 3] + "..."
-    return message or "The upstream rejected the request."
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
-def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
-    """(message, param, code) of an OpenAI-shaped error body, or of plain text."""
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[: MAX_RELAYED_MESSAGE * 2].decode("utf-8", "replace"), None, None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        message = error.get("message")
-        param, code = error.get("param"), error.get("code")
-        return (
-            message if isinstance(message, str) else "",
-            param if isinstance(param, str) else None,
-            code if isinstance(code, str) else None,
-        )
-    if isinstance(error, str):  # TEI and others: {"error": "...", "error_type": ...}
-        return error, None, None
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"], None, None
-    return "", None, None
-
-
 def _decode_embedding(value: object) -> npt.NDArray[np.float32] | None:
     if isinstance(value, str):
         try:
@@ -201,17 +119,8 @@ def _decode_embedding(value: object) -> npt.NDArray[np.float32] | None:
     return None
 
 
-class UpstreamClient:
-    """One provider's pooled httpx.AsyncClient; open() and close() are counted."""
-
-    def __init__(self, config: UpstreamConfig, environ: Mapping[str, str] | None = None) -> None:
-        self.config = config
-        self.name = config.name
-        environ = os.environ if environ is None else environ
-        self._api_key = environ.get(config.api_key_env, "") if config.api_key_env else ""
-        self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._client: httpx.AsyncClient | None = None
-        self._users = 0
+class UpstreamClient(UpstreamConnection):
+    """One provider's pooled connection, speaking /v1/embeddings."""
 
     @property
     def forwards_token_ids(self) -> bool:
@@ -220,46 +129,6 @@ class UpstreamClient:
     @property
     def forwards_dimensions(self) -> bool:
         return self.config.kind == "openai"
-
-    @property
-    def display_url(self) -> str:
-        return self.config.base_url.rstrip("/")
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **self.config.headers}
-        if self._api_key:
-            header = self.config.api_key_header
-            bearer = header.lower() == "authorization"
-            headers[header] = f"Bearer {self._api_key}" if bearer else self._api_key
-        return headers
-
-    async def open(self) -> None:
-        self._users += 1
-        if self._client is None:
-            if self.config.api_key_env and not self._api_key:
-                logger.warning(
-                    "upstream %s: $%s is not set; calling it without a key",
-                    self.name,
-                    self.config.api_key_env,
-                )
-            timeout = self.config.timeout
-            self._client = httpx.AsyncClient(
-                base_url=self.display_url + "/",
-                headers=self._headers(),
-                params=self.config.params,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                limits=httpx.Limits(
-                    max_connections=self.config.max_concurrency,
-                    max_keepalive_connections=self.config.max_concurrency,
-                ),
-                follow_redirects=False,
-            )
-
-    async def close(self) -> None:
-        self._users = max(0, self._users - 1)
-        if self._users == 0 and self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
 
     def request_body(self, batch: UpstreamBatch) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -291,7 +160,7 @@ class UpstreamClient:
             except httpx.ConnectError:
                 raise UpstreamUnreachable(self.name, "connection refused or unreachable") from None
             except httpx.TransportError as exc:
-                raise UpstreamCallFailed(self.name, _transport_reason(exc)) from None
+                raise UpstreamCallFailed(self.name, transport_reason(exc)) from None
             seconds = time.monotonic() - started
         read = functools.partial(self.read_reply, status, headers, content, batch)
         # Parsing megabytes of vectors would stall every other request on the loop.
@@ -355,33 +224,10 @@ class UpstreamClient:
         return np.stack([v for v in ordered if v is not None]).astype(np.float32, copy=False)
 
     def _status_error(self, status: int, headers: Mapping[str, str], content: bytes) -> EzlinkError:
-        message, param, code = _error_fields(content)
-        if status in CLIENT_ERROR_STATUSES:
-            text = sanitize_message(message, (self._api_key,))
-            error: EzlinkError
-            if status == 413:
-                error = PayloadTooLargeError(text, param=param)
-            else:
-                error = InvalidRequestError(text, param=param, code=code)
-                error.status_code = status
-            return error
-        return UpstreamCallFailed(
-            self.name,
-            f"HTTP {status}",
-            retryable=status not in NOT_RETRYABLE_STATUSES,
-            retry_after=parse_retry_after(headers.get("retry-after")),
-            status=status,
-        )
+        return status_error(self.name, status, headers, content, self.secrets)
 
 
 def _prompt_tokens(data: dict[str, Any]) -> int | None:
     usage = data.get("usage")
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return tokens if type(tokens) is int and tokens >= 0 else None
-
-
-def _transport_reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the connection closed before a complete answer"
-    # The class name only: exception texts may carry the URL.
-    return f"transport error ({type(exc).__name__})"

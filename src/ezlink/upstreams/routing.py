@@ -33,12 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from ezlink.upstreams.client import (
-    UpstreamBatch,
-    UpstreamCallFailed,
-    UpstreamReply,
-    UpstreamUnreachable,
-)
 from ezlink.config import RequestLimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig
 from ezlink.engine.cl100k import cl100k
 from ezlink.engine.rules import (
@@ -47,14 +41,20 @@ from ezlink.engine.rules import (
     decode_token_inputs,
     reduce_dimensions,
 )
-from ezlink.upstreams.endpoint import UpstreamEndpoint, UpstreamSnapshot
-from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard, ServedModel
+from ezlink.engine.types import Embedder, EmbedRequest, EmbedResult, ModelCard
 from ezlink.errors import (
     EzlinkError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from ezlink.upstreams.client import (
+    UpstreamBatch,
+    UpstreamCallFailed,
+    UpstreamReply,
+    UpstreamUnreachable,
+)
+from ezlink.upstreams.endpoint import UpstreamEndpoint, UpstreamSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Route:
     weight: float
     endpoint: UpstreamEndpoint | None = None
     upstream_model: str = ""
-    local: ServedModel | None = None
+    local: Embedder | None = None
 
 
 class RouteFailed(Exception):
@@ -123,7 +123,7 @@ class RoutedModel:
         self,
         config: RoutedModelConfig,
         endpoints: Mapping[str, UpstreamEndpoint],
-        local_models: Mapping[str, ServedModel],
+        local_models: Mapping[str, Embedder],
         rng: random.Random | None = None,
         limits: RequestLimitsConfig | None = None,
     ) -> None:
@@ -147,7 +147,7 @@ class RoutedModel:
     def _route(
         route: RouteConfig,
         endpoints: Mapping[str, UpstreamEndpoint],
-        local_models: Mapping[str, ServedModel],
+        local_models: Mapping[str, Embedder],
     ) -> Route:
         if route.local is not None:
             return Route(
@@ -170,6 +170,14 @@ class RoutedModel:
     async def stop(self) -> None:
         for endpoint in self.endpoints:
             await endpoint.client.close()
+
+    @property
+    def local_models(self) -> list[Embedder]:
+        """The local models this model may route to."""
+        return [route.local for route in self.routes if route.local is not None]
+
+    def check_room(self) -> None:
+        """Always room here: a full local route is skipped for the next route."""
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         loop = asyncio.get_running_loop()
@@ -285,7 +293,7 @@ class RoutedModel:
         )
         return EmbedResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=tokens)
 
-    async def _embed_locally(self, model: ServedModel, request: EmbedRequest) -> EmbedResult:
+    async def _embed_locally(self, model: Embedder, request: EmbedRequest) -> EmbedResult:
         try:
             return await model.embed(request)
         except EzlinkError as exc:

@@ -33,8 +33,24 @@ UPDATABLE = frozenset(
 
 
 @dataclass(frozen=True)
+class TokenCounts:
+    """The tokens of one request, as the model (or ezlink, when it had to) counted them."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    reasoning: int = 0
+    # True when ezlink counted: the provider gave no usage, or the stream was cut.
+    counted_by_ezlink: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+@dataclass(frozen=True)
 class UsageEvent:
-    """One /v1/embeddings request, as recorded."""
+    """One API request, as recorded."""
 
     created_at: datetime
     key_id: str | None
@@ -45,6 +61,16 @@ class UsageEvent:
     latency_ms: float
     user: str | None = None
     request_id: str | None = None
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    counted_by_ezlink: bool = False
+    # The API family: embeddings, chat, completions, ...
+    family: str = "embeddings"
+    stream: bool = False
+    # Milliseconds to the first byte of a streamed answer (time to first token).
+    first_byte_ms: float | None = None
+    finish_reason: str | None = None
     # True when the tokens were already added to the key's used_tokens at
     # request time (keys with a quota), so the flush must not add them again.
     charged: bool = False
@@ -68,6 +94,14 @@ def _usage_row(item: UsageEvent) -> dict[str, Any]:
         "model": _fit(item.model, columns.model),
         "inputs": item.inputs,
         "prompt_tokens": item.prompt_tokens,
+        "completion_tokens": item.completion_tokens,
+        "cached_tokens": item.cached_tokens,
+        "reasoning_tokens": item.reasoning_tokens,
+        "counted_by_ezlink": item.counted_by_ezlink,
+        "family": item.family,
+        "stream": item.stream,
+        "first_byte_ms": item.first_byte_ms,
+        "finish_reason": _fit(item.finish_reason, columns.finish_reason),
         "status": item.status,
         "latency_ms": item.latency_ms,
         "user": _fit(item.user, columns.user),
@@ -250,10 +284,11 @@ class AccountsStore:
             inserted = await self._insert_new_events(connection, events)
             owed: dict[str, int] = {}
             for item in events:
-                if item.event_id not in inserted or item.charged or not item.prompt_tokens:
+                used = item.prompt_tokens + item.completion_tokens
+                if item.event_id not in inserted or item.charged or not used:
                     continue
                 if item.key_id is not None:
-                    owed[item.key_id] = owed.get(item.key_id, 0) + item.prompt_tokens
+                    owed[item.key_id] = owed.get(item.key_id, 0) + used
             for key_id, tokens in sorted(owed.items()):
                 await _add_used_tokens(connection, key_id, tokens)
 
@@ -271,6 +306,9 @@ class AccountsStore:
             func.count().label("requests"),
             func.coalesce(func.sum(usage_events.c.inputs), 0).label("inputs"),
             func.coalesce(func.sum(usage_events.c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(usage_events.c.completion_tokens), 0).label(
+                "completion_tokens"
+            ),
             func.coalesce(func.sum(case((usage_events.c.status >= 400, 1), else_=0)), 0).label(
                 "errors"
             ),
@@ -302,7 +340,7 @@ class AccountsStore:
             item = {name: row[name] for name in row.keys()}  # noqa: SIM118
             if group_by == "day" and item["day"] is not None:
                 item["day"] = str(item["day"])
-            for name in ("requests", "inputs", "prompt_tokens", "errors"):
+            for name in ("requests", "inputs", "prompt_tokens", "completion_tokens", "errors"):
                 item[name] = int(item[name])
             result.append(item)
         return result

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -60,4 +61,14 @@ usage_events = Table(
     # Made when the event is (uuid4 hex), unique: writing an event again (a
     # flush retried after a commit that landed) stores nothing new.
     Column("event_id", String(EVENT_ID_LENGTH), nullable=False, unique=True, index=True),
+    # Text generation (migration 0003): what the answer cost besides the prompt.
+    Column("family", String(32), nullable=False, server_default="embeddings"),
+    Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("cached_tokens", Integer, nullable=False, server_default="0"),
+    Column("reasoning_tokens", Integer, nullable=False, server_default="0"),
+    # True when ezlink counted the tokens (no usage from the provider, or a cut stream).
+    Column("counted_by_ezlink", Boolean, nullable=False, server_default=false()),
+    Column("stream", Boolean, nullable=False, server_default=false()),
+    Column("first_byte_ms", Float),
+    Column("finish_reason", String(32)),
 )

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from ezlink.api.protocol.common import optional_str, parse_json_object, short_repr
 from ezlink.config import RequestLimitsConfig
 from ezlink.engine.rules import check_input_tokens
 from ezlink.engine.types import EmbedRequest, EmbedResult, InputType
@@ -37,19 +38,6 @@ class EmbeddingsCall:
     model: str
     encoding_format: EncodingFormat
     request: EmbedRequest
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(
-            "We could not parse the JSON body of your request. The body must be valid JSON "
-            "(UTF-8) with Content-Type: application/json."
-        ) from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The JSON body of your request must be an object.")
-    return data
 
 
 def _is_token(value: object) -> bool:
@@ -102,13 +90,6 @@ def parse_input(
     raise InvalidRequestError(INPUT_RULE, param="input")
 
 
-def _optional_str(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequestError(f"`{name}` must be a string.", param=name)
-    return value
-
-
 def parse_embeddings_call(body: bytes, limits: RequestLimitsConfig) -> EmbeddingsCall:
     return parse_embeddings_fields(parse_json_object(body), limits)
 
@@ -128,15 +109,15 @@ def parse_embeddings_fields(data: dict[str, Any], limits: RequestLimitsConfig) -
     )
     if encoding_format is None:
         raise InvalidRequestError(
-            f"`encoding_format` must be 'float' or 'base64'; got {_short(requested_format)}.",
+            f"`encoding_format` must be 'float' or 'base64'; got {short_repr(requested_format)}.",
             param="encoding_format",
         )
     dimensions = data.get("dimensions")
     if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
         raise InvalidRequestError(
-            f"`dimensions` must be an integer >= 1; got {_short(dimensions)}.", param="dimensions"
+            f"`dimensions` must be an integer >= 1; got {short_repr(dimensions)}.", param="dimensions"
         )
-    input_type = _optional_str(data, "input_type")
+    input_type = optional_str(data, "input_type")
     if input_type is not None and input_type not in INPUT_TYPES:
         raise InvalidRequestError(
             "`input_type` must be 'query', 'document' or 'passage'.", param="input_type"
@@ -149,14 +130,9 @@ def parse_embeddings_fields(data: dict[str, Any], limits: RequestLimitsConfig) -
             token_ids=token_ids,
             dimensions=dimensions,
             input_type=INPUT_TYPES[input_type] if input_type else None,
-            user=_optional_str(data, "user"),
+            user=optional_str(data, "user"),
         ),
     )
-
-
-def _short(value: object) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, bytes) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def render_embeddings(model: str, result: EmbedResult, encoding_format: EncodingFormat) -> bytes:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ezlink.accounts.keys import ApiKey, as_utc, utcnow
 from ezlink.accounts.service import Accounts
 from ezlink.api.auth import require_admin
+from ezlink.api.errors import from_validation_error
+from ezlink.api.state import app_state
 from ezlink.errors import InvalidRequestError, NotFoundError
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
@@ -38,8 +40,7 @@ class KeyUpdate(KeyFields):
 
 
 def _accounts(request: Request) -> Accounts:
-    accounts: Accounts = request.app.state.accounts
-    return accounts
+    return app_state(request).accounts
 
 
 async def _body(request: Request, schema: type[KeyFields]) -> KeyFields:
@@ -49,9 +50,7 @@ async def _body(request: Request, schema: type[KeyFields]) -> KeyFields:
     except orjson.JSONDecodeError:
         raise InvalidRequestError("The body is not valid JSON.") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(f"{param}: {first['msg']}", param=param) from None
+        raise from_validation_error(exc) from None
 
 
 async def _key_or_404(accounts: Accounts, key_id: str) -> ApiKey:

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ezlink.api.auth import require_admin
+from ezlink.api.state import app_state
 from ezlink.errors import OverloadedError
-from ezlink.ops.metrics import CONTENT_TYPE, Metrics
+from ezlink.ops.metrics import CONTENT_TYPE
 from ezlink.ops.readiness import assess
 
 router = APIRouter()
@@ -24,8 +25,8 @@ async def health() -> dict[str, Any]:
 @router.get("/ready")
 async def ready(request: Request) -> dict[str, Any]:
     """Ready for traffic: every model loaded and every registered dependency reachable."""
-    state = request.app.state
-    readiness = await assess(state.registry.ready, getattr(state, "readiness_checks", {}))
+    state = app_state(request)
+    readiness = await assess(state.registry.ready, state.readiness_checks)
     if not readiness.ready:
         raise OverloadedError(
             "Not ready: " + "; ".join(readiness.problems()) + ".",
@@ -38,7 +39,7 @@ async def ready(request: Request) -> dict[str, Any]:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format; asks for the master key when the config says so."""
-    if request.app.state.settings.server.metrics_require_key:
+    state = app_state(request)
+    if state.settings.server.metrics_require_key:
         await require_admin(request)
-    collected: Metrics = request.app.state.metrics
-    return Response(collected.render(), media_type=CONTENT_TYPE)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

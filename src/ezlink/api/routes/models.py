@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from ezlink.api.auth import Principal, require_principal
+from ezlink.api.state import app_state
 from ezlink.engine.registry import ModelRegistry
 from ezlink.errors import ModelNotFoundError
 
@@ -22,7 +23,7 @@ def model_object(name: str, registry: ModelRegistry) -> dict[str, Any]:
 async def list_models(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> dict[str, Any]:
-    registry: ModelRegistry = request.app.state.registry
+    registry = app_state(request).registry
     names = [name for name in registry.names() if principal.may_use(name)]
     return {"object": "list", "data": [model_object(name, registry) for name in names]}
 
@@ -33,4 +34,4 @@ async def retrieve_model(
 ) -> dict[str, Any]:
     if not principal.may_use(model_id):
         raise ModelNotFoundError(model_id)
-    return model_object(model_id, request.app.state.registry)
+    return model_object(model_id, app_state(request).registry)

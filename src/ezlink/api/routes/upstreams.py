@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from ezlink.api.auth import Principal, require_admin
-from ezlink.engine.registry import ModelRegistry
+from ezlink.api.state import app_state
 from ezlink.upstreams.routing import upstream_snapshots
 
 router = APIRouter()
@@ -18,7 +18,7 @@ router = APIRouter()
 async def list_upstreams(
     request: Request, principal: Principal = Depends(require_admin)
 ) -> dict[str, Any]:
-    registry: ModelRegistry = request.app.state.registry
+    registry = app_state(request).registry
     return {
         "object": "list",
         "data": [asdict(snapshot) for snapshot in upstream_snapshots(registry.models)],

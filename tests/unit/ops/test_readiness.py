@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from ezlink.api.state import state_of
 from ezlink.app import create_app
 from ezlink.config import ServerConfig, Settings
 from ezlink.ops import readiness
@@ -27,7 +28,7 @@ async def call(app: FastAPI, method: str, path: str, **kwargs: object) -> httpx.
             return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
     finally:
         # No lifespan ran, so close the accounts database here, on this loop.
-        await app.state.accounts.store.engine.dispose()
+        await state_of(app).accounts.store.engine.dispose()
 
 
 async def test_health_is_ok_while_models_load() -> None:

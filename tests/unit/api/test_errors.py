@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ezlink.api.state import state_of
 from ezlink.app import create_app
 from ezlink.config import AccountsConfig, Settings
 from ezlink.engine.registry import ModelRegistry
@@ -32,6 +33,9 @@ class BrokenModel:
     async def stop(self) -> None:
         pass
 
+    def check_room(self) -> None:
+        pass
+
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         raise RuntimeError(SECRET_DETAIL)
 
@@ -42,7 +46,7 @@ async def test_an_unexpected_error_is_a_generic_500_naming_the_request_id(
     settings = Settings(accounts=AccountsConfig(database_url=f"sqlite:///{tmp_path}/ezlink.db"))
     app = create_app(settings, registry=ModelRegistry([BrokenModel()]))
     async with app.router.lifespan_context(app):
-        await app.state.loader.wait()
+        await state_of(app).loader.wait()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ezlink") as client:
             response = await client.post(

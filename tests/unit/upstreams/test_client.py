@@ -11,6 +11,8 @@ import orjson
 import pytest
 import yaml
 
+from ezlink.config import Settings, UpstreamConfig, load_settings
+from ezlink.errors import ConfigError, InvalidRequestError, PayloadTooLargeError
 from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
@@ -18,8 +20,6 @@ from ezlink.upstreams.client import (
     parse_retry_after,
     sanitize_message,
 )
-from ezlink.config import Settings, UpstreamConfig, load_settings
-from ezlink.errors import ConfigError, InvalidRequestError, PayloadTooLargeError
 
 KEY = "sk-live-upstream-key-0123456789"
 

@@ -1,0 +1,45 @@
+"""The served models, built from the settings: local models, then the routed
+models that may send requests to them or to upstreams."""
+
+from __future__ import annotations
+
+from ezlink.config import GgufModelConfig, LocalModelConfig, RoutedModelConfig, Settings
+from ezlink.engine.local_model import LocalModel
+from ezlink.engine.types import ServedModel
+from ezlink.upstreams.endpoint import build_endpoints
+from ezlink.upstreams.routing import RoutedModel
+
+
+def build_gguf_model(config: GgufModelConfig) -> ServedModel:
+    # Imported here: llama.cpp is only needed where a GGUF model is served.
+    from ezlink.engine.local_generator import LocalGenerator
+
+    return LocalGenerator(config)
+
+
+def build_models(settings: Settings) -> list[ServedModel]:
+    """One served model per configured model, in config order."""
+    local = {
+        config.id: LocalModel(config, settings.server.limits)
+        for config in settings.models
+        if isinstance(config, LocalModelConfig)
+    }
+    endpoints = build_endpoints(settings.upstreams)
+    models: list[ServedModel] = []
+    for config in settings.models:
+        if isinstance(config, LocalModelConfig):
+            models.append(local[config.id])
+        elif isinstance(config, RoutedModelConfig):
+            models.append(RoutedModel(config, endpoints, local, limits=settings.server.limits))
+        else:
+            models.append(build_gguf_model(config))
+    return models
+
+
+def models_needed_by(model: ServedModel) -> list[ServedModel]:
+    """The model, then the local models it routes to: a server's registry starts
+    those for every model, but a one-off command starts only what one model needs."""
+    needed = [model]
+    if isinstance(model, RoutedModel):
+        needed += [local for local in dict.fromkeys(model.local_models) if local is not model]
+    return needed
