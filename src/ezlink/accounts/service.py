@@ -19,9 +19,9 @@ from ezlink.accounts.ratelimit import (
     format_reset,
 )
 from ezlink.accounts.store.database import default_database_url, make_engine, migrate
-from ezlink.accounts.store.repository import AccountsStore, TokenCounts, UsageEvent
+from ezlink.accounts.store.repository import AccountsStore, TokenCounts, Units, UsageEvent
 
-__all__ = ["Accounts", "Meter", "TokenCounts"]
+__all__ = ["Accounts", "Meter", "TokenCounts", "Units"]
 from ezlink.accounts.usage import UsageRecorder
 from ezlink.config import AccountsConfig
 from ezlink.errors import EzlinkError, OverloadedError, QuotaExceededError, RateLimitError
@@ -61,6 +61,7 @@ class Meter:
     family: str = "embeddings"
     stream: bool = False
     tokens: TokenCounts = field(default_factory=lambda: TokenCounts())
+    units: Units = field(default_factory=lambda: Units())
     # Seconds from arrival to the first byte of a streamed answer.
     first_byte_s: float | None = None
     finish_reason: str | None = None
@@ -276,6 +277,8 @@ class Accounts:
                 stream=meter.stream,
                 first_byte_ms=None if meter.first_byte_s is None else meter.first_byte_s * 1000,
                 finish_reason=meter.finish_reason,
+                unit=meter.units.unit,
+                quantity=meter.units.quantity,
                 status=meter.status,
                 latency_ms=(time.perf_counter() - meter.started) * 1000,
                 user=meter.user,

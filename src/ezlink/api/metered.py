@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from ezlink.accounts.service import Meter, TokenCounts
+from ezlink.accounts.service import Meter, TokenCounts, Units
 from ezlink.api.auth import Principal
 from ezlink.api.protocol.common import parse_json_object
 from ezlink.api.state import app_state, request_facts
@@ -158,11 +158,20 @@ class MeteredCall:
         self._tokens = tokens
         self.facts.tokens = tokens.total
 
-    def succeeded(self, tokens: TokenCounts, *, finish_reason: str | None = None) -> None:
-        self.used(tokens)
+    def succeeded(
+        self,
+        tokens: TokenCounts | None = None,
+        *,
+        units: Units | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        """The work succeeded: its tokens and/or units (images, audio seconds, characters)."""
+        self.used(tokens or TokenCounts())
         self._succeeded = True
         if self.meter is not None:
             self.meter.finish_reason = finish_reason
+            if units is not None:
+                self.meter.units = units
 
     @property
     def headers(self) -> dict[str, str]:

@@ -49,6 +49,33 @@ class TokenCounts:
 
 
 @dataclass(frozen=True)
+class Units:
+    """What a request used that is not tokens, for usage and prices: images (by
+    size and quality), seconds of audio in, characters of speech out."""
+
+    images: int = 0
+    image_size: str | None = None
+    image_quality: str | None = None
+    audio_seconds: float = 0.0
+    characters: int = 0
+
+    @property
+    def unit(self) -> str | None:
+        """The usage row's `unit` column: which of the amounts this request has."""
+        if self.images:
+            return "image"
+        if self.audio_seconds:
+            return "audio_second"
+        if self.characters:
+            return "character"
+        return None
+
+    @property
+    def quantity(self) -> float:
+        return float(self.images or self.audio_seconds or self.characters)
+
+
+@dataclass(frozen=True)
 class UsageEvent:
     """One API request, as recorded."""
 
@@ -71,6 +98,9 @@ class UsageEvent:
     # Milliseconds to the first byte of a streamed answer (time to first token).
     first_byte_ms: float | None = None
     finish_reason: str | None = None
+    # Units that are not tokens (images, audio seconds, characters), if any.
+    unit: str | None = None
+    quantity: float = 0.0
     # True when the tokens were already added to the key's used_tokens at
     # request time (keys with a quota), so the flush must not add them again.
     charged: bool = False
@@ -102,6 +132,8 @@ def _usage_row(item: UsageEvent) -> dict[str, Any]:
         "stream": item.stream,
         "first_byte_ms": item.first_byte_ms,
         "finish_reason": _fit(item.finish_reason, columns.finish_reason),
+        "unit": item.unit,
+        "quantity": item.quantity,
         "status": item.status,
         "latency_ms": item.latency_ms,
         "user": _fit(item.user, columns.user),

@@ -71,4 +71,7 @@ usage_events = Table(
     Column("stream", Boolean, nullable=False, server_default=false()),
     Column("first_byte_ms", Float),
     Column("finish_reason", String(32)),
+    # Units that are not tokens (migration 0004): image, audio_second, character.
+    Column("unit", String(32)),
+    Column("quantity", Float, nullable=False, server_default="0"),
 )
