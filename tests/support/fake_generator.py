@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ezlink.engine.generation_types import Delta, GenerationRequest, Usage
-from ezlink.engine.types import CHAT, COMPLETIONS, ModelCard
+from ezlink.engine.types import CHAT, COMPLETIONS
 from ezlink.errors import UpstreamError
+from tests.support.stub_models import StubModel
 
 
 def text_of(request: GenerationRequest) -> str:
@@ -56,27 +57,12 @@ class EchoGeneration:
         self.closed = True
 
 
-class EchoGenerator:
+class EchoGenerator(StubModel):
     """Serves `echo` for chat and completions."""
 
     def __init__(self, name: str = "echo") -> None:
-        self.card = ModelCard(
-            id=name,
-            public_names=(name,),
-            owned_by="test",
-            created=0,
-            capabilities=frozenset({CHAT, COMPLETIONS}),
-        )
+        super().__init__(name, frozenset({CHAT, COMPLETIONS}))
         self.generations: list[EchoGeneration] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def check_room(self) -> None:
-        pass
 
     def generate(self, request: GenerationRequest) -> EchoGeneration:
         generation = EchoGeneration(request)

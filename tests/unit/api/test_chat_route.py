@@ -22,7 +22,7 @@ from ezlink.config import AccountsConfig, ServerConfig, Settings
 from ezlink.engine.registry import ModelRegistry
 from tests.support.fake_generator import EchoGenerator
 from tests.support.openai_errors import assert_openai_error
-from tests.unit.api.test_error_shape import IdleModel
+from tests.support.stub_models import IdleEmbedder
 
 MASTER_KEY = "sk-chat-master-0123456789"
 MESSAGES: list[Any] = [
@@ -37,7 +37,7 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
         server=ServerConfig(master_key=MASTER_KEY),
         accounts=AccountsConfig(database_url=f"sqlite:///{tmp_path}/ezlink.db"),
     )
-    application = create_app(settings, registry=ModelRegistry([EchoGenerator(), IdleModel()]))
+    application = create_app(settings, registry=ModelRegistry([EchoGenerator(), IdleEmbedder()]))
     async with application.router.lifespan_context(application):
         await state_of(application).loader.wait()
         yield application

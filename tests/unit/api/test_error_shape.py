@@ -19,28 +19,12 @@ from ezlink.api.state import state_of
 from ezlink.app import create_app
 from ezlink.config import AccountsConfig, RequestLimitsConfig, ServerConfig, Settings
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
 from tests.support.openai_errors import assert_openai_error
+from tests.support.stub_models import IdleEmbedder
 
 MASTER_KEY = "sk-shape-master-0123456789"
 PUBLIC_PATHS = {"/health", "/ready", "/metrics"}
 MAX_BODY = 4096
-
-
-class IdleModel:
-    card = ModelCard(id="idle", public_names=("idle",), owned_by="test", created=0)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def check_room(self) -> None:
-        pass
-
-    async def embed(self, request: EmbedRequest) -> EmbedResult:
-        raise AssertionError("never reached by these requests")
 
 
 @pytest.fixture
@@ -51,7 +35,7 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
         ),
         accounts=AccountsConfig(database_url=f"sqlite:///{tmp_path}/ezlink.db"),
     )
-    application = create_app(settings, registry=ModelRegistry([IdleModel()]))
+    application = create_app(settings, registry=ModelRegistry([IdleEmbedder()]))
     async with application.router.lifespan_context(application):
         await state_of(application).loader.wait()
         yield application

@@ -16,25 +16,18 @@ from ezlink.api.state import state_of
 from ezlink.app import create_app
 from ezlink.config import AccountsConfig, Settings
 from ezlink.engine.registry import ModelRegistry
-from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
+from ezlink.engine.types import EmbedRequest, EmbedResult
 from tests.support.openai_errors import assert_openai_error
+from tests.support.stub_models import StubModel
 
 SECRET_DETAIL = "connection string postgres://admin:hunter2@db"
 
 
-class BrokenModel:
+class BrokenModel(StubModel):
     """A served model whose every call fails in a way nobody planned for."""
 
-    card = ModelCard(id="broken", public_names=("broken",), owned_by="test", created=0)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def check_room(self) -> None:
-        pass
+    def __init__(self) -> None:
+        super().__init__("broken")
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         raise RuntimeError(SECRET_DETAIL)
