@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ezlink.engine.generation_types import Delta, GenerationRequest, Usage
 from ezlink.engine.types import CHAT, COMPLETIONS
@@ -31,6 +32,7 @@ class EchoGeneration:
     request: GenerationRequest
     usage: Usage = field(default_factory=Usage)
     served_model: str | None = "echo"
+    response: dict[str, Any] | None = None
     closed: bool = False
 
     def __aiter__(self) -> AsyncIterator[Delta]:

@@ -117,8 +117,17 @@ class Generation(Protocol):
     """
 
     usage: Usage
-    # What the provider called itself in its answer, when it said.
-    served_model: str | None
+
+    @property
+    def served_model(self) -> str | None:
+        """What the provider called itself in its answer, when it said."""
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """A relayed non-streamed answer: the provider's whole response object,
+        relayed (with the public model name) so that fields the deltas cannot
+        carry (system_fingerprint, annotations, ...) reach the client. None
+        for local models and for streams."""
 
     def __aiter__(self) -> AsyncIterator[Delta]: ...
 

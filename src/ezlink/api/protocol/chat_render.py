@@ -76,7 +76,9 @@ def render_chunk(answer: Answer, delta: Delta, *, with_usage_field: bool) -> byt
         choice = {
             "text": delta.content or "",
             "index": delta.choice,
-            "logprobs": delta.logprobs,
+            "logprobs": completion_logprobs(delta.logprobs.get("content"))
+            if delta.logprobs
+            else None,
             "finish_reason": delta.finish_reason,
         }
     chunk["choices"] = [choice]
@@ -84,6 +86,27 @@ def render_chunk(answer: Answer, delta: Delta, *, with_usage_field: bool) -> byt
     if with_usage_field:
         chunk["usage"] = None
     return sse(chunk)
+
+
+def completion_logprobs(content: object) -> dict[str, Any] | None:
+    """Chat-shaped logprobs ({token, logprob, top_logprobs: [...]} per token) in the
+    legacy completions shape (parallel lists, top alternatives as a mapping)."""
+    if not isinstance(content, list):
+        return None
+    tokens, logprobs, tops, offsets, offset = [], [], [], [], 0
+    for item in content:
+        token = str(item.get("token", ""))
+        tokens.append(token)
+        logprobs.append(item.get("logprob"))
+        tops.append({top["token"]: top["logprob"] for top in item.get("top_logprobs") or []})
+        offsets.append(offset)
+        offset += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": logprobs,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
 
 
 def render_usage_chunk(answer: Answer, usage: Usage) -> bytes:
@@ -151,7 +174,7 @@ def render_whole(answer: Answer, collector: Collector, usage: Usage) -> bytes:
             {
                 "text": choice.content,
                 "index": choice.index,
-                "logprobs": None,
+                "logprobs": completion_logprobs(choice.logprobs) if choice.logprobs else None,
                 "finish_reason": choice.finish_reason or "stop",
             }
             for choice in collector.ordered()
