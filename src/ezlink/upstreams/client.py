@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ezlink.errors import EzlinkError
+from ezlink.errors import EzlinkError, InvalidRequestError
 from ezlink.upstreams.http import (
     CLIENT_ERROR_STATUSES,
     MAX_RELAYED_MESSAGE,
@@ -146,6 +146,12 @@ class UpstreamClient(UpstreamConnection):
 
     async def embed(self, batch: UpstreamBatch) -> UpstreamReply:
         """One upstream call, bounded by the configured timeout."""
+        if self.config.kind == "anthropic":
+            raise InvalidRequestError(
+                f"This model's upstream `{self.name}` (Anthropic) serves chat completions, "
+                "not embeddings.",
+                param="model",
+            )
         if self._client is None:
             raise RuntimeError(f"upstream {self.name} is not open")
         async with self._slots:

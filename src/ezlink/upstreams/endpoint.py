@@ -13,15 +13,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ezlink.config import UpstreamConfig
+from ezlink.errors import EzlinkError
+from ezlink.upstreams.breaker import CircuitBreaker, CircuitState
 from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
     UpstreamClient,
     UpstreamReply,
 )
-from ezlink.config import UpstreamConfig
-from ezlink.upstreams.breaker import CircuitBreaker, CircuitState
-from ezlink.errors import EzlinkError
 
 logger = logging.getLogger(__name__)
 

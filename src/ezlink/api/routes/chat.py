@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -82,11 +83,13 @@ async def answer(
             call.used(token_counts(generation.usage))
         finish = next(iter(collector.ordered())).finish_reason if collector.choices else None
         call.succeeded(token_counts(generation.usage), finish_reason=finish)
-    return Response(
-        render_whole(reply, collector, generation.usage),
-        media_type="application/json",
-        headers=call.headers,
+    relayed = generation.response
+    body = (
+        orjson.dumps({**relayed, "model": parsed.model})
+        if relayed is not None
+        else render_whole(reply, collector, generation.usage)
     )
+    return Response(body, media_type="application/json", headers=call.headers)
 
 
 @router.post("/v1/chat/completions")
