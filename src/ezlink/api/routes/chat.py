@@ -85,7 +85,9 @@ async def answer(
         call.succeeded(token_counts(generation.usage), finish_reason=finish)
     relayed = generation.response
     body = (
-        orjson.dumps({**relayed, "model": parsed.model})
+        # The provider's object as it came, with the public model name and the
+        # usage billed (ezlink's count where the provider gave none).
+        orjson.dumps({**relayed, "model": parsed.model, "usage": generation.usage.to_openai()})
         if relayed is not None
         else render_whole(reply, collector, generation.usage)
     )
