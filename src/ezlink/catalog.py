@@ -3,18 +3,44 @@ models that may send requests to them or to upstreams."""
 
 from __future__ import annotations
 
-from ezlink.config import GgufModelConfig, LocalModelConfig, RoutedModelConfig, Settings
+from ezlink.config import (
+    GgufModelConfig,
+    LocalModelConfig,
+    MediaModelConfig,
+    ModerationModelConfig,
+    PiperModelConfig,
+    RoutedModelConfig,
+    Settings,
+)
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.types import ServedModel
+from ezlink.errors import ConfigError
 from ezlink.upstreams.endpoint import build_endpoints
 from ezlink.upstreams.routing import RoutedModel
 
 
 def build_gguf_model(config: GgufModelConfig) -> ServedModel:
-    # Imported here: llama.cpp is only needed where a GGUF model is served.
-    from ezlink.engine.local_generator import LocalGenerator
-
+    """A llama.cpp model; ConfigError naming why when llama.cpp cannot be imported."""
+    try:
+        # Imported here: llama.cpp is only needed where a GGUF model is served.
+        from ezlink.engine.local_generator import LocalGenerator
+    except ImportError as exc:
+        raise ConfigError(
+            f"model `{config.id}`: llama-cpp-python cannot be imported ({exc}); "
+            "reinstall with `make serve` (it builds llama.cpp from source)"
+        ) from exc
     return LocalGenerator(config)
+
+
+def build_media_model(config: MediaModelConfig) -> ServedModel:
+    # Imported here: the audio runtimes are only needed where such a model is served.
+    from ezlink.engine.audio_models import PiperModel, ProfanityModel, WhisperModel
+
+    if isinstance(config, PiperModelConfig):
+        return PiperModel(config)
+    if isinstance(config, ModerationModelConfig):
+        return ProfanityModel(config)
+    return WhisperModel(config)
 
 
 def build_models(settings: Settings) -> list[ServedModel]:
@@ -31,8 +57,10 @@ def build_models(settings: Settings) -> list[ServedModel]:
             models.append(local[config.id])
         elif isinstance(config, RoutedModelConfig):
             models.append(RoutedModel(config, endpoints, local, limits=settings.server.limits))
-        else:
+        elif isinstance(config, GgufModelConfig):
             models.append(build_gguf_model(config))
+        else:
+            models.append(build_media_model(config))
     return models
 
 

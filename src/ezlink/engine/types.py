@@ -19,10 +19,25 @@ if TYPE_CHECKING:
 
 InputType = Literal["query", "document"]
 # The API families a model can answer. A family is added by adding its name here.
-Capability = Literal["embeddings", "chat", "completions"]
+Capability = Literal[
+    "embeddings",
+    "chat",
+    "completions",
+    "speech",
+    "transcription",
+    "translation",
+    "moderation",
+    "images",
+]
 EMBEDDINGS: Capability = "embeddings"
 CHAT: Capability = "chat"
 COMPLETIONS: Capability = "completions"
+# Audio, moderations and images: the protocols are in ``engine.media_types``.
+SPEECH: Capability = "speech"
+TRANSCRIPTION: Capability = "transcription"
+TRANSLATION: Capability = "translation"
+MODERATION: Capability = "moderation"
+IMAGES: Capability = "images"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ to other routes first, and wait for the pause only where it is short
 (``retry.max_retry_after``) and no route is left. Each
 upstream has a circuit breaker (``engine.breaker``) shared by every model
 routed to it. A client's own error (4xx from the upstream) ends the request
-at once. Nothing waits past the model's ``timeout``.
+at once. Nothing waits past the model's ``timeout``. Chat and completions
+walk the same routes (``generate``, ``generation_routing``); the rules both
+share (order, backoff, skipping) are in ``routes``.
 
 Read-only health for the admin API and metrics: ``upstream_snapshots(models)``
 lists one frozen ``UpstreamSnapshot`` (``engine.endpoint``: circuit state,
@@ -24,16 +26,16 @@ Reading them never changes routing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ezlink.config import RequestLimitsConfig, RetryConfig, RouteConfig, RoutedModelConfig
+from ezlink.config import RequestLimitsConfig, RouteConfig, RoutedModelConfig
 from ezlink.engine.cl100k import cl100k
 from ezlink.engine.rules import (
     check_dimensions,
@@ -41,7 +43,15 @@ from ezlink.engine.rules import (
     decode_token_inputs,
     reduce_dimensions,
 )
-from ezlink.engine.types import Embedder, EmbedRequest, EmbedResult, ModelCard
+from ezlink.engine.types import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    Embedder,
+    EmbedRequest,
+    EmbedResult,
+    ModelCard,
+)
 from ezlink.errors import (
     EzlinkError,
     UpstreamError,
@@ -52,54 +62,30 @@ from ezlink.upstreams.client import (
     UpstreamBatch,
     UpstreamCallFailed,
     UpstreamReply,
-    UpstreamUnreachable,
 )
 from ezlink.upstreams.endpoint import UpstreamEndpoint, UpstreamSnapshot
+from ezlink.upstreams.generation_routing import RoutedGeneration
+from ezlink.upstreams.media_relay import MEDIA_CAPABILITIES, MediaRelay
+from ezlink.upstreams.providers import GenerationClient, generation_client
+from ezlink.upstreams.routes import (
+    Route,
+    RouteFailed,
+    backoff_delay,
+    circuit_open,
+    ensure_available,
+    means_unavailable,
+    weighted_order,
+)
 
+if TYPE_CHECKING:
+    from ezlink.engine.generation_types import Generation, GenerationRequest
+
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 # Requests with more text than this are tokenized (for limits and usage) off
 # the event loop, where they would stall other requests (~100k chars ≈ 10 ms).
 TOKENIZE_OFF_LOOP_CHARS = 100_000
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a routed model may send a request: an upstream model, or a local model."""
-
-    target: str
-    weight: float
-    endpoint: UpstreamEndpoint | None = None
-    upstream_model: str = ""
-    local: Embedder | None = None
-
-
-class RouteFailed(Exception):
-    """Every try on one route failed; `error` is what the client would see."""
-
-    def __init__(
-        self, error: EzlinkError, circuit_open: bool = False, held_for: float = 0.0
-    ) -> None:
-        super().__init__(error.message)
-        self.error = error
-        # Not tried: the circuit is open, or the upstream asked for a pause
-        # (`held_for` seconds left of it).
-        self.circuit_open = circuit_open
-        self.held_for = held_for
-
-
-def weighted_order(routes: Sequence[Route], rng: random.Random) -> list[Route]:
-    """Routes by weighted random choice without replacement; weight-0 routes last, in order."""
-    weighted = [r for r in routes if r.weight > 0]
-    # Efraimidis–Spirakis: sorting by u**(1/w) draws without replacement by weight.
-    weighted.sort(key=lambda r: rng.random() ** (1.0 / r.weight), reverse=True)
-    return weighted + [r for r in routes if r.weight <= 0]
-
-
-def backoff_delay(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
-    """Exponential backoff with jitter, so that retrying clients do not move in step."""
-    ceiling = min(retry.backoff_max, retry.backoff_base * 2.0**attempt)
-    return float(ceiling * (0.5 + 0.5 * rng.random()))
 
 
 def count_tokens(texts: list[str] | None, token_ids: list[list[int]] | None) -> list[int]:
@@ -116,8 +102,9 @@ def chunks(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-class RoutedModel:
-    """Serves one RoutedModelConfig (a ServedModel)."""
+class RoutedModel(MediaRelay):
+    """Serves one RoutedModelConfig (a ServedModel); audio, images and
+    moderations are relayed by ``media_relay``."""
 
     def __init__(
         self,
@@ -139,9 +126,15 @@ class RoutedModel:
             public_names=tuple(config.public_names),
             owned_by=config.owned_by,
             created=int(time.time()),
+            # The upstream decides what it serves; a family it lacks fails there.
+            capabilities=frozenset({EMBEDDINGS, CHAT, COMPLETIONS, *MEDIA_CAPABILITIES}),
             dimension=config.dimension,
             details={"routes": [r.target for r in self.routes]},
         )
+        # Chat and completions clients, by upstream: they call through its connection.
+        self.generation_clients: dict[str, GenerationClient] = {
+            endpoint.name: generation_client(endpoint.client) for endpoint in self.endpoints
+        }
 
     @staticmethod
     def _route(
@@ -164,11 +157,13 @@ class RoutedModel:
         # Local models are started by the registry that also serves them directly.
         for endpoint in self.endpoints:
             await endpoint.client.open()
+            await self.generation_clients[endpoint.name].open()
         if self.endpoints:
             await asyncio.to_thread(cl100k)  # load it now, not in the first request (~0.5 s)
 
     async def stop(self) -> None:
         for endpoint in self.endpoints:
+            await self.generation_clients[endpoint.name].close()
             await endpoint.client.close()
 
     @property
@@ -180,16 +175,28 @@ class RoutedModel:
         """Always room here: a full local route is skipped for the next route."""
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout
-        failures: list[RouteFailed] = []
+        deadline = asyncio.get_running_loop().time() + self.config.timeout
         counts = await self._token_counts(request)
+
+        def embed_on(route: Route) -> Awaitable[EmbedResult]:
+            return self._embed_on(route, request, counts, deadline)
+
+        return await self.first_success(embed_on, deadline)
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Chat or completion on the first route that answers (``generation_routing``)."""
+        return RoutedGeneration(self, request)
+
+    async def first_success(self, attempt: Callable[[Route], Awaitable[T]], deadline: float) -> T:
+        """`attempt`'s answer on the first route that gives one, in weighted order."""
+        loop = asyncio.get_running_loop()
+        failures: list[RouteFailed] = []
         try:
             async with asyncio.timeout_at(deadline):
                 held: list[Route] = []
                 for route in weighted_order(self.routes, self.rng):
                     try:
-                        return await self._embed_on(route, request, counts, deadline)
+                        return await attempt(route)
                     except RouteFailed as failed:
                         failures.append(failed)
                         if failed.held_for:
@@ -206,14 +213,14 @@ class RoutedModel:
                     while (pause := breaker.held_for()) > 0:
                         await asyncio.sleep(pause)
                     try:
-                        return await self._embed_on(route, request, counts, deadline)
+                        return await attempt(route)
                     except RouteFailed as failed:
                         failures.append(failed)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"No route of model `{self.config.id}` answered within {self.config.timeout:g}s."
             ) from None
-        raise self._final_error(failures)
+        raise self.final_error(failures)
 
     async def _token_counts(self, request: EmbedRequest) -> list[int]:
         """cl100k counts, checked against the limits (local routes count their own)."""
@@ -227,7 +234,8 @@ class RoutedModel:
         check_token_limits(counts, self.limits.max_input_tokens, self.limits.max_request_tokens)
         return counts
 
-    def _final_error(self, failures: list[RouteFailed]) -> EzlinkError:
+    def final_error(self, failures: list[RouteFailed]) -> EzlinkError:
+        """What the client sees when every route failed or was skipped."""
         tried = [f for f in failures if not f.circuit_open]
         if not tried:
             waits = [r.endpoint.breaker.snapshot().retry_in_s for r in self.routes if r.endpoint]
@@ -241,7 +249,7 @@ class RoutedModel:
         summary = f"Every route of model `{self.config.id}` failed; last: {last.message}"
         if isinstance(last, UpstreamTimeoutError):
             return UpstreamTimeoutError(summary)
-        if all(_means_unavailable(f.error) for f in tried):
+        if all(means_unavailable(f.error) for f in tried):
             retry_after = last.retry_after if isinstance(last, UpstreamCallFailed) else None
             headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
             return UpstreamUnavailableError(summary, headers=headers)
@@ -256,10 +264,7 @@ class RoutedModel:
             return await self._embed_locally(route.local, request)
         assert route.endpoint is not None
         endpoint = route.endpoint
-        if not endpoint.breaker.available():
-            held_for = endpoint.breaker.held_for()
-            error = _paused(endpoint.name, held_for) if held_for else _circuit_open(endpoint.name)
-            raise RouteFailed(error, circuit_open=True, held_for=held_for)
+        ensure_available(endpoint)
         client = endpoint.client
         texts, token_ids = request.texts, request.token_ids
         if token_ids is not None and not client.forwards_token_ids:
@@ -277,7 +282,10 @@ class RoutedModel:
             for part in parts
         ]
         replies = await _gather_or_cancel(
-            [self._call_with_retries(endpoint, batch, deadline) for batch in batches]
+            [
+                self.call_with_retries(endpoint, functools.partial(endpoint.call, batch), deadline)
+                for batch in batches
+            ]
         )
         if len({reply.vectors.shape[1] for reply in replies}) != 1:
             raise RouteFailed(
@@ -301,17 +309,18 @@ class RoutedModel:
                 raise
             raise RouteFailed(exc) from None
 
-    async def _call_with_retries(
-        self, endpoint: UpstreamEndpoint, batch: UpstreamBatch, deadline: float
-    ) -> UpstreamReply:
+    async def call_with_retries(
+        self, endpoint: UpstreamEndpoint, call: Callable[[], Awaitable[T]], deadline: float
+    ) -> T:
+        """`call` on one upstream, retried with backoff (or after its Retry-After)."""
         retry = self.config.retry
         loop = asyncio.get_running_loop()
         last: UpstreamCallFailed | None = None
         for attempt in range(retry.retries + 1):
             if not endpoint.breaker.before_call():
-                raise RouteFailed(last or _circuit_open(endpoint.name), circuit_open=last is None)
+                raise RouteFailed(last or circuit_open(endpoint.name), circuit_open=last is None)
             try:
-                return await endpoint.call(batch)
+                return await call()
             except UpstreamCallFailed as exc:
                 last = exc
             if not last.retryable or attempt == retry.retries:
@@ -326,22 +335,6 @@ class RoutedModel:
             await asyncio.sleep(delay)
         assert last is not None
         raise RouteFailed(last)
-
-
-def _circuit_open(name: str) -> UpstreamUnavailableError:
-    return UpstreamUnavailableError(f"Upstream `{name}` is out of rotation (circuit open).")
-
-
-def _paused(name: str, seconds: float) -> UpstreamUnavailableError:
-    return UpstreamUnavailableError(
-        f"Upstream `{name}` asked for a pause (Retry-After): {seconds:.1f} s left."
-    )
-
-
-def _means_unavailable(error: EzlinkError) -> bool:
-    if isinstance(error, UpstreamUnreachable | UpstreamUnavailableError):
-        return True
-    return isinstance(error, UpstreamCallFailed) and error.status in (429, 503)
 
 
 async def _gather_or_cancel(
