@@ -153,7 +153,7 @@ def test_a_64_mib_streamed_body_without_content_length_is_413(raw: httpx.Client)
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nowhere"), ("POST", "/v1/chat/completions"), ("GET", "/v1/embeddings/extra")],
+    [("GET", "/nowhere"), ("POST", "/v1/assistants"), ("GET", "/v1/embeddings/extra")],
 )
 def test_an_unknown_route_is_404(raw: httpx.Client, method: str, path: str) -> None:
     assert_openai_error(raw.request(method, path), 404)

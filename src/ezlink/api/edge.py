@@ -2,6 +2,13 @@
 
 Pure ASGI (not BaseHTTPMiddleware) so that the route can still hear the
 client's disconnect and the body is counted as it streams in.
+
+It also renders what the HTTP protocol (``ops.http_protocol``) refused before
+a route could run (431, 414, 408, 400 for what the parser rejects, 503 past
+the connection cap), turns a body that stopped arriving into 408 and a
+client that left mid-body into 499 (logged at info, no traceback), and
+refuses a compressed body (415): ``Content-Encoding`` is not supported, so
+a gzip body is never mistaken for bad JSON, and no zip bomb is inflated.
 """
 
 from __future__ import annotations
@@ -9,12 +16,21 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ezlink.api.errors import render_error
 from ezlink.api.state import RequestFacts, attach_facts
-from ezlink.errors import EzlinkError, InternalError, PayloadTooLargeError
+from ezlink.errors import (
+    ClientClosedRequest,
+    EzlinkError,
+    InternalError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
+from ezlink.ops.http_protocol import BODY_REFUSAL_SCOPE_KEY, REFUSAL_SCOPE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +51,31 @@ def too_large(limit: int) -> PayloadTooLargeError:
     )
 
 
+def unsupported_encoding(encoding: bytes) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
+        "send the request body uncompressed.",
+        status_code=415,
+        code="unsupported_content_encoding",
+    )
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, upload_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths that take file uploads: a multipart/form-data body there may be larger.
+        self.upload_limits = dict(upload_limits or {})
+
+    def body_limit(self, scope: Scope) -> int:
+        """The most bytes this request's body may have."""
+        upload = self.upload_limits.get(scope.get("path", ""))
+        content_type = (_header(scope, b"content-type") or b"").lower()
+        if upload is not None and content_type.startswith(b"multipart/form-data"):
+            return max(upload, self.max_body_bytes)
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,24 +95,46 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        refusal = scope.get(REFUSAL_SCOPE_KEY)
+        if isinstance(refusal, EzlinkError):
+            await send_error(scope, receive, send_with_id, refusal)
+            return
+        limit = self.body_limit(scope)
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await send_error(scope, receive, send_with_id, too_large(self.max_body_bytes))
+        if length is not None and length.isdigit() and int(length) > limit:
+            await send_error(scope, receive, send_with_id, too_large(limit))
+            return
+        encoding = _header(scope, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            await send_error(scope, receive, send_with_id, unsupported_encoding(encoding))
             return
 
         received = 0
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             message = await receive()
+            if body_done:
+                return message
+            stopped = scope.get(BODY_REFUSAL_SCOPE_KEY)
+            if isinstance(stopped, EzlinkError):
+                raise stopped  # the body stopped arriving (408), or SIGTERM came (503)
+            if message["type"] == "http.disconnect":
+                raise ClientClosedRequest
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise too_large(self.max_body_bytes)
+                body_done = not message.get("more_body", False)
+                if received > limit:
+                    raise too_large(limit)
             return message
 
         try:
             await self.app(scope, counting_receive, send_with_id)
+        except ClientDisconnect:
+            # The client left: nothing can be answered, the access log says 499.
+            if not started:
+                await send_error(scope, receive, send_with_id, ClientClosedRequest())
         except Exception as exc:
             logger.error("unhandled error (request %s)", request_id, exc_info=exc)
             if started:

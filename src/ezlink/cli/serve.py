@@ -74,6 +74,6 @@ def serve(
         state_of(application).registry, host, port, master_key_set=bool(settings.server.master_key)
     )
     logging.getLogger("ezlink.serve").info(banner.text(), extra={"details": banner.fields()})
-    serve_app(application, host, port, level, settings.server.shutdown_grace_seconds)
+    serve_app(application, host, port, level, settings.server)
     if state_of(application).loader.failed:
         raise typer.Exit(1)

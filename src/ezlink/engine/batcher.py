@@ -48,6 +48,10 @@ PASS_LENGTH_STEP = 1.25
 PASS_MIN_ROWS = 4
 
 
+# The drain rate weighs the last this-many busy seconds most (exponential decay).
+DRAIN_MEMORY_S = 10.0
+
+
 @dataclass(eq=False)
 class _Job:
     """One request's inputs: those still queued, and the rows done so far."""
@@ -142,8 +146,11 @@ class Batcher:
         self._idle.set()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Recent throughput, to tell a rejected client when to come back.
-        self._tokens_per_second = 0.0
+        # The queue's measured drain rate, to tell a rejected client when to
+        # come back: tokens and busy seconds, each decayed (DRAIN_MEMORY_S).
+        self._drained_tokens = 0.0
+        self._drained_seconds = 0.0
+        self._last_drain: float | None = None
         self.stats = BatcherStats()
         # Observer set by ezlink.ops.metrics: (inputs in the batch, seconds each waited).
         self.on_batch: Callable[[int, Sequence[float]], None] | None = None
@@ -210,11 +217,21 @@ class Batcher:
                 headers={"Retry-After": str(self._retry_after_seconds())},
             )
 
+    @property
+    def drain_rate(self) -> float:
+        """Tokens per second the queue has recently drained at while busy (0: not measured)."""
+        if self._drained_seconds <= 0:
+            return 0.0
+        return self._drained_tokens / self._drained_seconds
+
+    def estimated_wait_seconds(self) -> float:
+        """Seconds until what is queued now has drained at the measured rate."""
+        rate = self.drain_rate
+        return self._queued_tokens / rate if rate > 0 else 1.0
+
     def _retry_after_seconds(self) -> int:
-        """Seconds until the queue has drained at the recent pace (1 to 60)."""
-        if self._tokens_per_second <= 0:
-            return 1
-        return max(1, min(60, math.ceil(self._queued_tokens / self._tokens_per_second)))
+        """Seconds until the queue has drained at the measured rate (1 to 60)."""
+        return max(1, min(60, math.ceil(self.estimated_wait_seconds())))
 
     def _cancel(self, job: _Job) -> None:
         """The request was cancelled (its client left): what has not run never will."""
@@ -293,7 +310,8 @@ class Batcher:
                 self._fail({job for job, _ in batch})
             else:
                 self._deliver(batch, vectors)
-                self._note_pace(sequences, padded, time.perf_counter() - started)
+                self._note_pace(sequences, padded)
+                self._note_drain(sum(len(seq) for seq in sequences), started)
             finally:
                 self._in_flight -= 1
                 self._signal_if_idle()
@@ -315,15 +333,27 @@ class Batcher:
             padded += len(part) * max(map(len, part))
         return vectors, padded
 
-    def _note_pace(self, sequences: Sequence[Sequence[int]], padded: int, seconds: float) -> None:
-        tokens = sum(len(seq) for seq in sequences)
-        self.stats.tokens += tokens
+    def _note_pace(self, sequences: Sequence[Sequence[int]], padded: int) -> None:
+        self.stats.tokens += sum(len(seq) for seq in sequences)
         self.stats.padded_tokens += padded
-        # Workers run side by side, so the server's pace is one worker's times their count.
-        pace = tokens / max(seconds, 1e-6) * self._workers
-        self._tokens_per_second = (
-            pace if not self._tokens_per_second else (0.8 * self._tokens_per_second + 0.2 * pace)
-        )
+
+    def _note_drain(self, tokens: int, started: float) -> None:
+        """Count a batch's tokens against the busy time since the last batch ended.
+
+        Measured, not derived: the earlier estimate, one batch's pace times
+        the workers, held only where the workers run side by side as fast as
+        one alone; they share cores with each other, the tokenizer and the
+        event loop, and its Retry-After said 49-60 s for a queue that drained
+        in 15 s. The time counted runs from the later of the last batch's end
+        and this batch's start, so idle time between bursts does not count.
+        """
+        now = time.perf_counter()
+        since = started if self._last_drain is None else max(started, self._last_drain)
+        self._last_drain = now
+        seconds = max(now - since, 1e-6)
+        keep = math.exp(-seconds / DRAIN_MEMORY_S)
+        self._drained_tokens = self._drained_tokens * keep + tokens
+        self._drained_seconds = self._drained_seconds * keep + seconds
 
     def _deliver(self, batch: list[tuple[_Job, int]], vectors: Vectors) -> None:
         stats = self.stats

@@ -12,12 +12,14 @@ from ezlink.config import LocalModelConfig, RequestLimitsConfig
 from ezlink.engine.batcher import Batcher
 from ezlink.engine.rules import (
     check_dimensions,
+    check_input_tokens,
     check_token_limits,
     decode_token_inputs,
     reduce_dimensions,
 )
 from ezlink.engine.tokenization import ModelTokenizer
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
+from ezlink.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ def load_backend(config: LocalModelConfig, files: ModelFiles) -> EmbeddingBacken
 
     return TorchBackend(files, device=device)
 
+
+# An input over the limit is counted exactly, for the 400's message, up to
+# this many characters (about 70 ms of tokenizing); a longer one is refused
+# with the count of the prefix that proved it over ("at least N").
+EXACT_COUNT_MAX_CHARS = 65536
 
 # Characters (or token ids) up to which a request is tokenized on the event
 # loop: about 0.2 ms of work, as much as the hop to a thread costs.
@@ -113,12 +120,33 @@ class LocalModel:
         return [prefix + text for text in texts] if prefix else texts
 
     def tokenize(self, request: EmbedRequest) -> list[list[int]]:
-        """The model's own token ids per input, with the per-input and request limits applied."""
-        sequences = self.tokenizer.encode(self.texts_of(request))
+        """The model's own token ids per input, with the per-input and request limits applied.
+
+        An input far over the limit is refused from a prefix of it
+        (`encode_bounded`): its cost is bounded by the limit, not its length.
+        """
+        texts = self.texts_of(request)
+        encoded = self.tokenizer.encode_bounded(texts, self.max_input_tokens)
+        for index, (ids, over) in enumerate(encoded):
+            if over:
+                self._refuse_input(index, texts[index], len(ids))
+        sequences = [ids for ids, _ in encoded]
         check_token_limits(
             [len(ids) for ids in sequences], self.max_input_tokens, self.limits.max_request_tokens
         )
         return sequences
+
+    def _refuse_input(self, index: int, text: str, at_least: int) -> None:
+        """400 for an input over the limit: its exact count where counting is cheap."""
+        if len(text) <= EXACT_COUNT_MAX_CHARS:
+            count = len(self.tokenizer.encode([text])[0])
+            check_input_tokens(count, index, self.max_input_tokens)
+        raise InvalidRequestError(
+            f"Input {index} has at least {at_least} tokens, more than this "
+            f"model's limit of {self.max_input_tokens} tokens per input. Shorten the input.",
+            param="input",
+            code="context_length_exceeded",
+        )
 
     def check_room(self) -> None:
         """Raise OverloadedError (503) when this model's queue is full."""

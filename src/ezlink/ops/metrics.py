@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ezlink.engine.batcher import Batcher
+from ezlink.engine.local_generator import LocalGenerator
 from ezlink.engine.local_model import LocalModel
 from ezlink.engine.registry import ModelRegistry
 from ezlink.upstreams.routing import upstream_snapshots
@@ -177,6 +178,7 @@ class EngineCollector(Collector):
         ready.add_metric([], 1.0 if self.models.ready else 0.0)
         yield ready
         yield from self._batcher_metrics()
+        yield from self._generation_metrics()
         yield from self._upstream_metrics()
 
     def _batcher_metrics(self) -> Iterator[Metric]:
@@ -218,6 +220,43 @@ class EngineCollector(Collector):
             dropped.add_metric([name], float(stats.dropped_inputs))
             rejected.add_metric([name], float(stats.rejected_requests))
         yield from (queued_tokens, queued_requests, batches, tokens, padded, dropped, rejected)
+
+    def _generation_metrics(self) -> Iterator[Metric]:
+        """Per local text-generation model: its scheduler's queue and counters."""
+        labels = ["model"]
+        queued = GaugeMetricFamily(
+            "ezlink_generation_queue_requests", "Generations waiting for a context.", labels=labels
+        )
+        running = GaugeMetricFamily(
+            "ezlink_generation_running", "Sequences being generated now.", labels=labels
+        )
+        tokens = CounterMetricFamily(
+            "ezlink_generation_decoded_tokens", "Tokens decoded by the local model.", labels=labels
+        )
+        started = CounterMetricFamily(
+            "ezlink_generation_sequences", "Sequences started by the local model.", labels=labels
+        )
+        cancelled = CounterMetricFamily(
+            "ezlink_generation_cancelled_sequences",
+            "Sequences stopped because their client left (queued or running).",
+            labels=labels,
+        )
+        rejected = CounterMetricFamily(
+            "ezlink_generation_overload_rejections",
+            "Generations refused with 503 because the queue was full.",
+            labels=labels,
+        )
+        for model in self.models.models:
+            if not isinstance(model, LocalGenerator) or model.scheduler is None:
+                continue
+            scheduler, name = model.scheduler, [model.card.id]
+            queued.add_metric(name, float(scheduler.queue_depth))
+            running.add_metric(name, float(scheduler.in_flight))
+            tokens.add_metric(name, float(scheduler.stats.tokens_generated))
+            started.add_metric(name, float(scheduler.stats.sequences_started))
+            cancelled.add_metric(name, float(scheduler.stats.sequences_cancelled))
+            rejected.add_metric(name, float(scheduler.stats.rejected_requests))
+        yield from (queued, running, tokens, started, cancelled, rejected)
 
     def _upstream_metrics(self) -> Iterator[Metric]:
         """Per upstream (shared by every model routed to it): circuit and call counts."""

@@ -22,7 +22,9 @@ def parse(body: dict[str, Any], limits: RequestLimitsConfig = LIMITS) -> Embeddi
     return parse_embeddings_call(orjson.dumps(body), limits)
 
 
-def rejection(body: dict[str, Any] | bytes, limits: RequestLimitsConfig = LIMITS) -> InvalidRequestError:
+def rejection(
+    body: dict[str, Any] | bytes, limits: RequestLimitsConfig = LIMITS
+) -> InvalidRequestError:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     with pytest.raises(InvalidRequestError) as caught:
         parse_embeddings_call(raw, limits)

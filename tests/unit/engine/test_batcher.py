@@ -8,7 +8,9 @@ wrong request, shows.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -281,3 +283,39 @@ async def test_rows_run_in_parts_come_back_in_their_places() -> None:
     assert vectors.tolist() == [vector_of(seq) for seq in mixed]
     assert len(model.batches) > 1  # one batch, run as several parts
     assert batcher.stats.padded_tokens < len(mixed) * 64
+
+
+class PacedModel:
+    """A model whose runs take turns on one resource (as runs on shared cores do):
+    `seconds_per_token` each, however many workers ask at once."""
+
+    def __init__(self, seconds_per_token: float) -> None:
+        self.seconds_per_token = seconds_per_token
+        self.lock = threading.Lock()
+
+    def __call__(self, sequences: Sequence[Sequence[int]]) -> Vectors:
+        with self.lock:
+            time.sleep(self.seconds_per_token * sum(len(seq) for seq in sequences))
+        return np.array([vector_of(seq) for seq in sequences], dtype=np.float32)
+
+
+async def test_retry_after_is_the_measured_drain_time_within_a_factor_of_two() -> None:
+    # 4 workers whose runs cannot overlap: 2000 tokens/s in all, not 4 x one run's pace.
+    model = PacedModel(seconds_per_token=1 / 2000)
+    batcher = make_batcher(model, workers=4, max_batch_size=4, max_queue_tokens=2400)
+    await batcher.start()
+    # Requests one at a time, then a burst: a lone run's pace times the
+    # workers (the earlier estimate) promised 4 times the real drain rate.
+    for _ in range(6):
+        await batcher.embed([[1] * 50] * 4)
+    waiting = [asyncio.ensure_future(batcher.embed([[1] * 50] * 4)) for _ in range(12)]
+    await asyncio.sleep(0)
+    with pytest.raises(OverloadedError) as rejected:
+        await batcher.embed([[1]])
+    estimate = batcher.estimated_wait_seconds()
+    started = time.perf_counter()
+    await asyncio.gather(*waiting)
+    drained_in = time.perf_counter() - started
+    await batcher.stop()
+    assert drained_in / 2 <= estimate <= drained_in * 2, (estimate, drained_in)
+    assert int(rejected.value.headers["Retry-After"]) == max(1, math.ceil(estimate))
