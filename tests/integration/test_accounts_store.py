@@ -103,7 +103,14 @@ async def test_flushed_usage_is_counted_once_and_grouped(accounts: Accounts) -> 
     (only_b,) = await accounts.store.usage(key_id=b.id)
     assert only_b["prompt_tokens"] == 7
     assert await accounts.store.usage(since=utcnow() + timedelta(hours=1)) == [
-        {"requests": 0, "inputs": 0, "prompt_tokens": 0, "errors": 0}
+        {
+            "requests": 0,
+            "inputs": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "errors": 0,
+            "cost": 0,
+        }
     ]
     stored = await accounts.store.get_key(a.id)
     assert stored is not None and stored.limits.used_tokens == 12
@@ -295,7 +302,14 @@ async def test_a_refusal_is_recorded_for_a_key_with_no_tokens_and_never_charged(
     assert accounts.recorder.pending == 1  # an anonymous request stays out
     await accounts.recorder.flush()
     (total,) = await accounts.store.usage(key_id=key.id)
-    assert total == {"requests": 1, "inputs": 2, "prompt_tokens": 0, "errors": 1}
+    assert total == {
+        "requests": 1,
+        "inputs": 2,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "errors": 1,
+        "cost": 0,
+    }
     async with accounts.store.engine.connect() as connection:
         (status,) = (await connection.execute(select(usage_events.c.status))).scalars().all()
     assert status == 503

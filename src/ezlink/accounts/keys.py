@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ezlink.accounts.money import format_money
+
 KEY_PREFIX = "sk-"
 SECRET_BYTES = 32
 # Characters of the secret kept for display ("sk-AbCd1234"); 8 urlsafe
@@ -53,6 +55,16 @@ class KeyLimits:
     tpm: int | None = None
     quota_tokens: int | None = None
     used_tokens: int = 0
+    # Credits: the team that pays for the key's requests (None: unbilled), the
+    # key's own spending cap and what it spent, in micro-units.
+    team_id: str | None = None
+    max_spend: int | None = None
+    spent: int = 0
+
+    @property
+    def reserves(self) -> bool:
+        """Whether admission reserves in the database (a team or a token quota)."""
+        return self.team_id is not None or self.quota_tokens is not None
 
     @property
     def quota_left(self) -> int | None:
@@ -102,7 +114,14 @@ class ApiKey:
             "tpm": self.limits.tpm,
             "quota_tokens": self.limits.quota_tokens,
             "used_tokens": self.limits.used_tokens,
+            "team_id": self.limits.team_id,
+            "max_spend": _money(self.limits.max_spend),
+            "spent": _money(self.limits.spent),
         }
+
+
+def _money(micros: int | None) -> str | None:
+    return None if micros is None else format_money(micros)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ezlink.accounts.billing import Bound
+from ezlink.accounts.credits import Credits, charge_of
+from ezlink.accounts.journal import UsageJournal, journal_dir
 from ezlink.accounts.keys import ApiKey, KeyLimits, hash_secret, utcnow
-from ezlink.accounts.ratelimit import (
-    Decision,
-    Limiter,
-    MemoryLimiter,
-    RedisLimiter,
-    Take,
-    format_reset,
-)
-from ezlink.accounts.store.database import default_database_url, make_engine, migrate
+from ezlink.accounts.meter import CLIENT_CLOSED, Meter, bucket_takes, ratelimit_headers
+from ezlink.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from ezlink.accounts.store.billing import BillingStore
+from ezlink.accounts.store.database import data_dir, default_database_url, make_engine, migrate
+from ezlink.accounts.store.ledger import LedgerStore
 from ezlink.accounts.store.repository import AccountsStore, TokenCounts, Units, UsageEvent
-
-__all__ = ["Accounts", "Meter", "TokenCounts", "Units"]
 from ezlink.accounts.usage import UsageRecorder
-from ezlink.config import AccountsConfig
+from ezlink.config import AccountsConfig, PriceConfig
 from ezlink.errors import EzlinkError, OverloadedError, QuotaExceededError, RateLimitError
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "CLIENT_CLOSED",
+    "Accounts",
+    "Meter",
+    "TokenCounts",
+    "Units",
+    "bucket_takes",
+    "ratelimit_headers",
+]
 
-# Status recorded for a request whose client left before the answer.
-CLIENT_CLOSED = 499
+logger = logging.getLogger(__name__)
+# Every process releases expired holds (and replays dead replicas' usage
+# journals) this often, and once at start.
+SWEEP_INTERVAL_S = 5.0
+# Tries of a settlement transaction (a deadlock or a dropped connection).
+SETTLE_TRIES = 3
 # What a lost or refused database connection raises (drivers' own errors are
 # wrapped in SQLAlchemyError; a refused socket can surface as OSError).
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
@@ -41,82 +52,6 @@ def database_unavailable() -> OverloadedError:
         code="accounts_unavailable",
         headers={"Retry-After": "1"},
     )
-
-
-@dataclass
-class Meter:
-    """One request's passage through the accounts: limits headers, then usage."""
-
-    key_id: str | None
-    model: str
-    inputs: int
-    user: str | None
-    request_id: str | None
-    limits: KeyLimits | None
-    started: float = field(default_factory=time.perf_counter)
-    headers: dict[str, str] = field(default_factory=dict)
-    # Tokens taken from the key's TPM bucket at admission (a generation's
-    # max_tokens): settlement takes the difference to the real count.
-    reserved_tokens: int = 0
-    family: str = "embeddings"
-    stream: bool = False
-    tokens: TokenCounts = field(default_factory=lambda: TokenCounts())
-    units: Units = field(default_factory=lambda: Units())
-    # Seconds from arrival to the first byte of a streamed answer.
-    first_byte_s: float | None = None
-    finish_reason: str | None = None
-    status: int = CLIENT_CLOSED
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.tokens.prompt
-
-    def succeeded(self, tokens: TokenCounts) -> None:
-        self.tokens = tokens
-        self.status = 200
-
-
-def ratelimit_headers(limits: KeyLimits, decision: Decision) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the buckets a key has."""
-    headers: dict[str, str] = {}
-    states = iter(decision.states)
-    for kind, limit in (("requests", limits.rpm), ("tokens", limits.tpm)):
-        if limit is None:
-            continue
-        state = next(states)
-        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(state.remaining)))
-        headers[f"x-ratelimit-reset-{kind}"] = format_reset(state.reset_s)
-    return headers
-
-
-# A `need` no bucket falls short of: settling charges whatever the level.
-ANY_LEVEL = -1e18
-
-
-def bucket_takes(
-    key_id: str, limits: KeyLimits, tokens: int | None, reserved: int = 0
-) -> list[Take]:
-    """The takes from a key's buckets (only those it has limits for).
-
-    Admission (`tokens` None): one unit from the requests bucket, and the
-    `reserved` tokens (a generation's max_tokens) from a tokens bucket that
-    must hold them (at least one). Settlement: the tokens used less those
-    reserved, at any level (a refund when fewer were used); the requests
-    bucket is only read, for the headers.
-    """
-    settling = tokens is not None
-    takes = []
-    if limits.rpm is not None:
-        cost, need = (0.0, ANY_LEVEL) if settling else (1.0, 1.0)
-        takes.append(Take(f"{key_id}:rpm", limits.rpm, cost, need))
-    if limits.tpm is not None:
-        if settling:
-            cost, need = float((tokens or 0) - reserved), ANY_LEVEL
-        else:
-            cost, need = float(reserved), float(min(max(reserved, 1), limits.tpm))
-        takes.append(Take(f"{key_id}:tpm", limits.tpm, cost, need))
-    return takes
 
 
 # An open server (no master key, no key issued yet) asks the database whether
@@ -140,6 +75,8 @@ class Accounts:
         self.store = store
         self.limiter = limiter
         self.recorder = recorder
+        self.credits = Credits(BillingStore(store.engine), LedgerStore(store.engine))
+        self._sweeper: asyncio.Task[None] | None = None
         self.key_cache_seconds = key_cache_seconds
         # Secret hash -> (read at, key); see AccountsConfig.key_cache_seconds.
         self._key_cache: dict[str, tuple[float, ApiKey]] = {}
@@ -149,20 +86,46 @@ class Accounts:
 
     @classmethod
     def from_config(cls, config: AccountsConfig) -> Accounts:
-        store = AccountsStore(make_engine(config.database_url or default_database_url()))
+        url = config.database_url or default_database_url()
+        store = AccountsStore(make_engine(url))
         limiter: Limiter = RedisLimiter(config.redis_url) if config.redis_url else MemoryLimiter()
-        recorder = UsageRecorder(store, config.usage_flush_interval_s, config.usage_batch_size)
+        journal = UsageJournal(journal_dir(data_dir(), url))
+        recorder = UsageRecorder(
+            store, config.usage_flush_interval_s, config.usage_batch_size, journal
+        )
         return cls(store, limiter, recorder, config.key_cache_seconds)
 
     async def start(self) -> None:
         await migrate(self.store.engine)
+        await self.sweep()
         self.recorder.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="ezlink-hold-sweeper")
+
+    async def sweep(self) -> None:
+        """Write the usage of dead processes' journals; release expired holds."""
+        await self.recorder.replay()
+        released = await self.credits.billing.sweep()
+        if released:
+            logger.info("released %d expired holds", len(released))
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("sweeping expired holds failed; will retry")
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         try:
             await self.recorder.stop()
         finally:
             await self.limiter.close()
+            await self.credits.billing.close()
             await self.store.engine.dispose()
 
     async def ping_database(self) -> None:
@@ -229,62 +192,73 @@ class Accounts:
                 headers={"x-should-retry": "false"},
             )
         takes = bucket_takes(key_id, limits, None, meter.reserved_tokens)
-        if not takes:
-            return
-        decision = await self.limiter.take(takes)
-        meter.headers = ratelimit_headers(limits, decision)
-        if not decision.allowed:
-            retry = max(1, int(decision.retry_after_s + 0.999))
-            raise RateLimitError(
-                f"Rate limit reached for this key: try again in {retry}s.",
-                headers={**meter.headers, "retry-after": str(retry)},
-            )
+        if takes:
+            decision = await self.limiter.take(takes)
+            meter.headers = ratelimit_headers(limits, decision)
+            if not decision.allowed:
+                retry = max(1, int(decision.retry_after_s + 0.999))
+                raise RateLimitError(
+                    f"Rate limit reached for this key: try again in {retry}s.",
+                    headers={**meter.headers, "retry-after": str(retry)},
+                )
+            meter.bucket_taken = True
+        try:
+            await self.credits.reserve(meter)
+        except DATABASE_ERRORS as exc:
+            raise database_unavailable() from exc
 
     async def _settle(self, meter: Meter) -> None:
         limits, key_id = meter.limits, meter.key_id
-        charged = False
         used = meter.tokens.total
-        if key_id is not None and limits is not None and (used or meter.reserved_tokens):
-            if limits.tpm is not None:
-                decision = await self.limiter.take(
-                    bucket_takes(key_id, limits, used, meter.reserved_tokens)
-                )
-                meter.headers = ratelimit_headers(limits, decision)
-            if limits.quota_tokens is not None and used:
-                # Charged now, not at the next flush, so the very next request
-                # of this key (in any process) sees the quota it has left.
-                try:
-                    await self.store.charge(key_id, used)
-                    charged = True
-                except DATABASE_ERRORS:
-                    # The answer is ready: deliver it, and let the flush charge it.
-                    logger.warning("charging key %s failed; left to the usage flush", key_id)
-        self._record(meter, charged=charged)
-
-    def _record(self, meter: Meter, *, charged: bool) -> None:
-        self.recorder.record(
-            UsageEvent(
-                created_at=utcnow(),
-                key_id=meter.key_id,
-                model=meter.model,
-                inputs=meter.inputs,
-                prompt_tokens=meter.tokens.prompt,
-                completion_tokens=meter.tokens.completion,
-                cached_tokens=meter.tokens.cached,
-                reasoning_tokens=meter.tokens.reasoning,
-                counted_by_ezlink=meter.tokens.counted_by_ezlink,
-                family=meter.family,
-                stream=meter.stream,
-                first_byte_ms=None if meter.first_byte_s is None else meter.first_byte_s * 1000,
-                finish_reason=meter.finish_reason,
-                unit=meter.units.unit,
-                quantity=meter.units.quantity,
-                status=meter.status,
-                latency_ms=(time.perf_counter() - meter.started) * 1000,
-                user=meter.user,
-                request_id=meter.request_id,
-                charged=charged,
+        tpm = key_id is not None and limits is not None and limits.tpm is not None
+        # Only after an admission the buckets granted: a refused one took nothing.
+        taken = meter.bucket_taken and (used or meter.reserved_tokens)
+        if tpm and key_id is not None and limits is not None and taken:
+            decision = await self.limiter.take(
+                bucket_takes(key_id, limits, used, meter.reserved_tokens)
             )
+            meter.headers = ratelimit_headers(limits, decision)
+        event = self._event(meter)
+        if meter.reserved:
+            # Written before the answer leaves, with the charge and the hold's
+            # release, in one transaction: nothing to lose on a crash. A failed
+            # try left nothing behind (and a landed one is not repeated: its
+            # usage row's event id), so it is tried again.
+            for attempt in range(SETTLE_TRIES):
+                try:
+                    await self.credits.settle(meter, event)
+                    return
+                except DATABASE_ERRORS:
+                    logger.warning("settling key %s failed (try %d)", key_id, attempt + 1)
+            # The answer is ready: deliver it; the flush stores the usage and
+            # tokens (uncharged), the sweeper releases the hold.
+            event = dataclasses.replace(event, cost=0)
+        self.recorder.record(event)
+
+    def _event(self, meter: Meter) -> UsageEvent:
+        limits = meter.limits
+        return UsageEvent(
+            created_at=utcnow(),
+            key_id=meter.key_id,
+            model=meter.model,
+            inputs=meter.inputs,
+            prompt_tokens=meter.tokens.prompt,
+            completion_tokens=meter.tokens.completion,
+            cached_tokens=meter.tokens.cached,
+            reasoning_tokens=meter.tokens.reasoning,
+            counted_by_ezlink=meter.tokens.counted_by_ezlink,
+            family=meter.family,
+            stream=meter.stream,
+            first_byte_ms=None if meter.first_byte_s is None else meter.first_byte_s * 1000,
+            finish_reason=meter.finish_reason,
+            unit=meter.units.unit,
+            quantity=meter.units.quantity,
+            status=meter.status,
+            latency_ms=(time.perf_counter() - meter.started) * 1000,
+            user=meter.user,
+            request_id=meter.request_id,
+            team_id=None if limits is None else limits.team_id,
+            cost=charge_of(meter) if limits is not None and limits.team_id else 0,
         )
 
     def record_refusal(
@@ -307,11 +281,9 @@ class Accounts:
         """
         if key_id is None:
             return
-        meter = Meter(
-            key_id, model, inputs, user, request_id, None, started=started, family=family
-        )
+        meter = Meter(key_id, model, inputs, user, request_id, None, started=started, family=family)
         meter.status = error.status_code
-        self._record(meter, charged=False)
+        self.recorder.record(self._event(meter))
 
     async def admit(
         self,
@@ -325,8 +297,11 @@ class Accounts:
         family: str = "embeddings",
         stream: bool = False,
         reserve_tokens: int = 0,
+        price: PriceConfig | None = None,
+        bound: Bound | None = None,
     ) -> Meter:
-        """Check the quota and take from the rate limits before the model runs.
+        """Check the quota, take from the rate limits, and hold the request's
+        most cost (`price` × `bound`) and tokens before the model runs.
 
         Raises 429 (QuotaExceededError or RateLimitError, with Retry-After and
         the x-ratelimit-* headers) and records the refusal.
@@ -341,6 +316,8 @@ class Accounts:
             reserved_tokens=reserve_tokens,
             family=family,
             stream=stream,
+            price=price,
+            bound=bound or Bound(prompt_tokens=reserve_tokens),
         )
         try:
             await self._admit(meter)

@@ -5,6 +5,9 @@ every `flush_interval_s` (or sooner when `batch_size` events wait) in one
 transaction. A failed write keeps its events for the next try, and `stop`
 writes whatever is left, so a graceful shutdown (SIGTERM: uvicorn finishes
 the in-flight requests, then runs the app's lifespan exit) loses nothing.
+Each event is also appended to a local journal (journal.py) before it is
+kept in memory, so that a `kill -9` loses nothing either: the next start (or
+another replica's sweep) replays the dead process's journal.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from pathlib import Path
 
+from ezlink.accounts.journal import UsageJournal, read_segment
 from ezlink.accounts.store.repository import AccountsStore, UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -21,8 +27,15 @@ FINAL_FLUSH_TRIES = 5
 
 
 class UsageRecorder:
-    def __init__(self, store: AccountsStore, flush_interval_s: float, batch_size: int) -> None:
+    def __init__(
+        self,
+        store: AccountsStore,
+        flush_interval_s: float,
+        batch_size: int,
+        journal: UsageJournal | None = None,
+    ) -> None:
         self.store = store
+        self.journal = journal
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
         self._pending: list[UsageEvent] = []
@@ -32,6 +45,8 @@ class UsageRecorder:
         self._stopping = False
 
     def record(self, event: UsageEvent) -> None:
+        if self.journal is not None:
+            self.journal.append(event)
         self._pending.append(event)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
@@ -49,8 +64,12 @@ class UsageRecorder:
             batch, self._pending = self._pending, []
             if not batch:
                 return
+            # The journal's segments so far hold exactly this batch's events.
+            mark = self.journal.rotate() if self.journal is not None else 0
             try:
                 await self.store.write_usage(batch)
+                if self.journal is not None:
+                    self.journal.committed(mark)
             except Exception:
                 # Put it back in front, keeping the order. Either the
                 # transaction rolled back, or its commit landed and only the
@@ -58,6 +77,24 @@ class UsageRecorder:
                 # the store skips event ids it already has.
                 self._pending = batch + self._pending
                 raise
+
+    async def replay(self) -> int:
+        """Write the events of dead processes' journals (idempotent); how many."""
+        if self.journal is None:
+            return 0
+        replayed = 0
+        for path, fd in self.journal.orphans():
+            try:
+                events = read_segment(fd)
+                if events:
+                    await self.store.write_usage(events)
+                Path(path).unlink(missing_ok=True)
+                replayed += len(events)
+            finally:
+                os.close(fd)
+        if replayed:
+            logger.info("replayed %d usage events from dead processes' journals", replayed)
+        return replayed
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -80,6 +117,8 @@ class UsageRecorder:
         for attempt in range(1, FINAL_FLUSH_TRIES + 1):
             try:
                 await self.flush()
+                if self.journal is not None:
+                    self.journal.close()
                 return
             except Exception:
                 logger.exception("final usage flush failed (try %d)", attempt)

@@ -31,12 +31,13 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from ezlink.accounts.billing import Bound
 from ezlink.accounts.service import Meter, TokenCounts, Units
 from ezlink.api.auth import Principal
 from ezlink.api.protocol.common import parse_json_object
 from ezlink.api.state import app_state, request_facts
 from ezlink.engine.generation_types import Usage
-from ezlink.engine.types import Capability, ServedModel
+from ezlink.engine.types import EMBEDDINGS, IMAGES, SPEECH, Capability, ServedModel
 from ezlink.errors import ClientClosedRequest, EzlinkError, ModelNotFoundError, OverloadedError
 
 T = TypeVar("T")
@@ -60,6 +61,43 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     if not task.done() or task.cancelled():
         raise ClientClosedRequest
     return task.result()
+
+
+# Tokens a text input may add beyond one per byte: the special tokens a
+# model wraps each input in ([CLS] ... [SEP]).
+SPECIAL_TOKENS_PER_INPUT = 2
+
+
+def embeddings_token_bound(body: dict[str, Any]) -> int:
+    """The most tokens an embeddings request can count, from its own size: a
+    token is at least one byte of its text (plus each input's special
+    tokens); token-id inputs count exactly."""
+    value = body.get("input")
+    items = value if isinstance(value, list) else [value]
+    if items and all(isinstance(item, int) for item in items):
+        return len(items)
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(item.encode("utf-8", "surrogateescape")) + SPECIAL_TOKENS_PER_INPUT
+        elif isinstance(item, list):
+            total += len(item)
+    return total
+
+
+def units_bound(family: Capability, body: dict[str, Any], inputs: int) -> Units:
+    """The units a request asks for, as far as its body says before it runs:
+    n images (at the size and quality asked), the characters to speak. Audio
+    in is measured only once decoded: its hold is its per-request price."""
+    if family == IMAGES:
+        return Units(
+            images=max(inputs, 1),
+            image_size=_text(body, "size"),
+            image_quality=_text(body, "quality"),
+        )
+    if family == SPEECH:
+        return Units(characters=len(_text(body, "input") or ""))
+    return Units()
 
 
 def token_counts(usage: Usage) -> TokenCounts:
@@ -130,23 +168,48 @@ class MeteredCall:
         self.facts.inputs = inputs
 
     async def admit(
-        self, *, user: str | None = None, stream: bool = False, reserve_tokens: int = 0
+        self,
+        *,
+        user: str | None = None,
+        stream: bool = False,
+        reserve_tokens: int = 0,
+        hold_units: Units | None = None,
     ) -> None:
-        """Quota and rate limits (429 past them); from here on usage is settled
-        however the request ends. `reserve_tokens` (a generation's max_tokens)
-        are taken from the key's TPM now and settled to the real count."""
+        """Quota, rate limits and credits (429 past them); from here on usage
+        is settled however the request ends. `reserve_tokens` (a generation's
+        prompt bound and max_tokens; for embeddings, a bound from the inputs'
+        size) are taken from the key's TPM and quota now, and the most the
+        request may cost is held from its team's balance; all are settled to
+        the real count. `hold_units`: the units a request asks for (n images,
+        characters of speech), for the hold of families priced by unit."""
         # A refused admission records itself (accounts.admit).
         self._admission_tried = True
-        self.meter = await self.state.accounts.admit(
+        accounts = self.state.accounts
+        if not accounts.credits.configured:
+            accounts.credits.configure(self.state.settings.billing, self.state.settings.models)
+        model = self.facts.model or ""
+        if self.family == EMBEDDINGS and not reserve_tokens:
+            reserve_tokens = embeddings_token_bound(self.body)
+            bound = Bound(prompt_tokens=reserve_tokens)
+        elif reserve_tokens:
+            # A generation: its prompt is at most one token per body byte, its
+            # output at most the reservation (n x max_tokens).
+            body_bytes = len(await self.request.body())
+            bound = Bound(prompt_tokens=body_bytes, output_tokens=reserve_tokens)
+        else:
+            bound = Bound(units=hold_units or units_bound(self.family, self.body, self.inputs))
+        self.meter = await accounts.admit(
             key_id=self.principal.key_id,
             limits=self.principal.limits,
-            model=self.facts.model or "",
+            model=model,
             inputs=self.inputs,
             user=user,
             request_id=self.facts.request_id,
             family=self.family,
             stream=stream,
             reserve_tokens=reserve_tokens,
+            price=accounts.credits.price(model),
+            bound=bound,
         )
 
     async def run(self, work: Awaitable[T]) -> T:

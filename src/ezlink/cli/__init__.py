@@ -17,6 +17,7 @@ from ezlink import __version__
 from ezlink.cli.accounts import keys_app, usage
 from ezlink.cli.models import config_app, embed, list_models
 from ezlink.cli.serve import serve
+from ezlink.cli.teams import codes_app, ledger_app, teams_app
 from ezlink.cli.upstreams import show_upstreams
 
 app = typer.Typer(
@@ -30,6 +31,9 @@ app.command("models")(list_models)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.command("usage")(usage)
+app.add_typer(teams_app, name="teams")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(codes_app, name="codes")
 app.command("upstreams")(show_upstreams)
 
 

@@ -91,14 +91,29 @@ def create(
     tpm: TpmOption = None,
     quota_tokens: QuotaOption = None,
     expires: ExpiresOption = None,
+    team: Annotated[str | None, typer.Option("--team", help="The team that pays.")] = None,
+    max_spend: Annotated[
+        str | None, typer.Option("--max-spend", help="The key's own spending cap, e.g. 1.00.")
+    ] = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Issue a key and print its secret (the only time it is shown)."""
+    from ezlink.cli.teams import money_or_exit
+
     expires_at = _date(expires, "--expires")
-    key, secret = _with_store(
-        config,
-        lambda store: store.create_key(
+    cap = money_or_exit(max_spend, "--max-spend")
+
+    async def work(store: AccountsStore) -> tuple[ApiKey, str]:
+        from ezlink.accounts.store.ledger import LedgerStore
+
+        team_id = None
+        if team is not None:
+            found = await LedgerStore(store.engine).get_team(team)
+            if found is None:
+                raise fail(f"no team {team!r}")
+            team_id = found.id
+        return await store.create_key(
             name,
             owner=owner,
             allowed_models=_models(models),
@@ -106,8 +121,11 @@ def create(
             tpm=tpm,
             quota_tokens=quota_tokens,
             expires_at=expires_at,
-        ),
-    )
+            team_id=team_id,
+            max_spend=cap,
+        )
+
+    key, secret = _with_store(config, work)
     _print_key(key, as_json, secret)
 
 
@@ -202,28 +220,54 @@ def usage(
     key: Annotated[str | None, typer.Option("--key", help="Only this key (id or prefix).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="From this date/time (UTC).")] = None,
-    group_by: Annotated[str | None, typer.Option("--group-by", help="day, key or model.")] = None,
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", help="day, key, model or team.")
+    ] = None,
+    team: Annotated[str | None, typer.Option("--team", help="Only this team.")] = None,
+    cost: Annotated[bool, typer.Option("--cost", help="Show the cost column.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Recorded usage: requests, inputs, prompt tokens and errors."""
-    if group_by not in (None, "day", "key", "model"):
-        raise fail("--group-by must be day, key or model")
-    grouping: Literal["day", "key", "model"] | None = group_by  # type: ignore[assignment]
+    """Recorded usage: requests, inputs, prompt tokens, errors (and --cost)."""
+    from ezlink.accounts.money import format_money
+
+    if group_by not in (None, "day", "key", "model", "team"):
+        raise fail("--group-by must be day, key, model or team")
+    grouping: Literal["day", "key", "model", "team"] | None = group_by  # type: ignore[assignment]
     since_at = _date(since, "--since")
 
     async def work(store: AccountsStore) -> list[dict[str, Any]]:
-        key_id = None if key is None else (await _existing(store, key)).id
-        return await store.usage(key_id=key_id, model=model, since=since_at, group_by=grouping)
+        from ezlink.accounts.store.ledger import LedgerStore
 
-    rows = _with_store(config, work)
+        key_id = None if key is None else (await _existing(store, key)).id
+        team_id = None
+        if team is not None:
+            found = await LedgerStore(store.engine).get_team(team)
+            if found is None:
+                raise fail(f"no team {team!r}")
+            team_id = found.id
+        return await store.usage(
+            key_id=key_id, model=model, since=since_at, group_by=grouping, team_id=team_id
+        )
+
+    rows = [{**row, "cost": format_money(row["cost"])} for row in _with_store(config, work)]
     if as_json:
         typer.echo(json.dumps(rows))
         return
+    if as_csv:
+        from ezlink.accounts.store.reports import usage_csv
+
+        typer.echo(usage_csv(rows), nl=False)
+        return
     label = group_by or "total"
-    typer.echo(f"{label.upper():24} {'REQUESTS':>9} {'INPUTS':>9} {'TOKENS':>12} {'ERRORS':>7}")
+    extra = f" {'COST':>14}" if cost else ""
+    typer.echo(
+        f"{label.upper():24} {'REQUESTS':>9} {'INPUTS':>9} {'TOKENS':>12} {'ERRORS':>7}{extra}"
+    )
     for row in rows:
+        extra = f" {row['cost']:>14}" if cost else ""
         typer.echo(
             f"{row.get(group_by, 'all') if group_by else 'all'!s:24} {row['requests']:>9} "
-            f"{row['inputs']:>9} {row['prompt_tokens']:>12} {row['errors']:>7}"
+            f"{row['inputs']:>9} {row['prompt_tokens']:>12} {row['errors']:>7}{extra}"
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Date, String, case, cast, func, insert, select, update
+from sqlalchemy import ColumnElement, String, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,12 +23,24 @@ from ezlink.accounts.keys import (
     new_key_id,
     utcnow,
 )
+from ezlink.accounts.store.reports import usage_totals
 from ezlink.accounts.store.tables import api_keys, usage_events
 
-GroupBy = Literal["day", "key", "model"]
+GroupBy = Literal["day", "key", "model", "team"]
 # Fields `update_key` may change; the secret, id and counters never change.
 UPDATABLE = frozenset(
-    {"name", "owner", "expires_at", "disabled", "allowed_models", "rpm", "tpm", "quota_tokens"}
+    {
+        "name",
+        "owner",
+        "expires_at",
+        "disabled",
+        "allowed_models",
+        "rpm",
+        "tpm",
+        "quota_tokens",
+        "team_id",
+        "max_spend",
+    }
 )
 
 
@@ -104,6 +116,9 @@ class UsageEvent:
     # True when the tokens were already added to the key's used_tokens at
     # request time (keys with a quota), so the flush must not add them again.
     charged: bool = False
+    # Credits: the paying team, and the charge in micro-units.
+    team_id: str | None = None
+    cost: int = 0
     # Unique in the table: writing the same event twice stores it once.
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -138,6 +153,8 @@ def _usage_row(item: UsageEvent) -> dict[str, Any]:
         "latency_ms": item.latency_ms,
         "user": _fit(item.user, columns.user),
         "request_id": _fit(item.request_id, columns.request_id),
+        "team_id": item.team_id,
+        "cost": item.cost,
     }
 
 
@@ -157,6 +174,9 @@ def _key_from_row(row: RowMapping) -> ApiKey:
             tpm=row["tpm"],
             quota_tokens=row["quota_tokens"],
             used_tokens=int(row["used_tokens"]),
+            team_id=row["team_id"],
+            max_spend=row["max_spend"],
+            spent=int(row["spent"]),
         ),
     )
 
@@ -195,6 +215,8 @@ class AccountsStore:
         tpm: int | None = None,
         quota_tokens: int | None = None,
         expires_at: datetime | None = None,
+        team_id: str | None = None,
+        max_spend: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not kept anywhere."""
         secret = generate_secret()
@@ -213,6 +235,8 @@ class AccountsStore:
                 "tpm": tpm,
                 "quota_tokens": quota_tokens,
                 "used_tokens": 0,
+                "team_id": team_id,
+                "max_spend": max_spend,
             }
         )
         async with self.engine.begin() as connection:
@@ -332,47 +356,17 @@ class AccountsStore:
         since: datetime | None = None,
         until: datetime | None = None,
         group_by: GroupBy | None = None,
+        team_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Totals of the recorded requests, optionally per day, key or model."""
-        columns: list[Any] = [
-            func.count().label("requests"),
-            func.coalesce(func.sum(usage_events.c.inputs), 0).label("inputs"),
-            func.coalesce(func.sum(usage_events.c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(usage_events.c.completion_tokens), 0).label(
-                "completion_tokens"
-            ),
-            func.coalesce(func.sum(case((usage_events.c.status >= 400, 1), else_=0)), 0).label(
-                "errors"
-            ),
-        ]
-        group: Any = None
-        if group_by == "day":
-            group = cast(usage_events.c.created_at, Date)
-            if self.engine.dialect.name == "sqlite":
-                group = func.date(usage_events.c.created_at)
-        elif group_by == "key":
-            group = usage_events.c.key_id
-        elif group_by == "model":
-            group = usage_events.c.model
-        query = select(*([group.label(group_by)] if group is not None else []), *columns)
-        if key_id is not None:
-            query = query.where(usage_events.c.key_id == key_id)
-        if model is not None:
-            query = query.where(usage_events.c.model == model)
-        if since is not None:
-            query = query.where(usage_events.c.created_at >= since)
-        if until is not None:
-            query = query.where(usage_events.c.created_at < until)
-        if group is not None:
-            query = query.group_by(group).order_by(group)
+        """Totals of the recorded requests (with their cost in micro-units),
+        optionally per day, key, model or team."""
         async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).mappings().all()
-        result = []
-        for row in rows:
-            item = {name: row[name] for name in row.keys()}  # noqa: SIM118
-            if group_by == "day" and item["day"] is not None:
-                item["day"] = str(item["day"])
-            for name in ("requests", "inputs", "prompt_tokens", "completion_tokens", "errors"):
-                item[name] = int(item[name])
-            result.append(item)
-        return result
+            return await usage_totals(
+                connection,
+                key_id=key_id,
+                model=model,
+                since=since,
+                until=until,
+                group_by=group_by,
+                team_id=team_id,
+            )

@@ -1,4 +1,6 @@
-"""The admin API: /admin/keys and /admin/usage, for the master key only."""
+"""The admin API: /admin/keys, /admin/teams, /admin/codes, /admin/ledger and
+/admin/usage, for the master key only. Money is sent and shown as decimal
+strings ("2.50") of the billing currency."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
 
 from ezlink.accounts.keys import ApiKey, as_utc, utcnow
+from ezlink.accounts.money import format_money, parse_money
 from ezlink.accounts.service import Accounts
+from ezlink.accounts.store.reports import usage_csv
+from ezlink.accounts.teams import Team
 from ezlink.api.auth import require_admin
 from ezlink.api.errors import from_validation_error
 from ezlink.api.state import app_state
@@ -28,6 +34,9 @@ class KeyFields(BaseModel):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     quota_tokens: int | None = Field(None, ge=0)
+    # Credits: the paying team (name or id) and the key's own cap ("1.00").
+    team: str | None = None
+    max_spend: str | None = None
 
 
 class KeyCreate(KeyFields):
@@ -43,7 +52,44 @@ def _accounts(request: Request) -> Accounts:
     return app_state(request).accounts
 
 
-async def _body(request: Request, schema: type[KeyFields]) -> KeyFields:
+class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    balance: str = "0"
+    daily_budget: str | None = None
+    monthly_budget: str | None = None
+
+
+class TopUp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: str
+    note: str | None = Field(None, max_length=500)
+    kind: Literal["topup", "refund", "adjustment"] = "topup"
+
+
+class CodesCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str
+    count: int = Field(1, ge=1, le=10_000)
+
+
+def money(value: str | None, name: str, *, signed: bool = False) -> int | None:
+    """A decimal string as micro-units; 400 naming the field when it is not one."""
+    if value is None:
+        return None
+    try:
+        micros = parse_money(value)
+    except ValueError as exc:
+        raise InvalidRequestError(f"`{name}`: {exc}.", param=name) from None
+    if micros < 0 and not signed:
+        raise InvalidRequestError(f"`{name}` cannot be negative.", param=name)
+    return micros
+
+
+async def _body(request: Request, schema: type[BaseModel]) -> Any:
     try:
         data = orjson.loads(await request.body())
         return schema.model_validate(data)
@@ -51,6 +97,13 @@ async def _body(request: Request, schema: type[KeyFields]) -> KeyFields:
         raise InvalidRequestError("The body is not valid JSON.") from None
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+
+
+async def _team_or_404(accounts: Accounts, name: str) -> Team:
+    team = await accounts.credits.ledger.get_team(name)
+    if team is None:
+        raise NotFoundError(f"No team `{name}`.", param="team")
+    return team
 
 
 async def _key_or_404(accounts: Accounts, key_id: str) -> ApiKey:
@@ -65,7 +118,9 @@ async def create_key(request: Request) -> dict[str, Any]:
     """The new key, with its secret in `key`: the only time it is shown."""
     fields = await _body(request, KeyCreate)
     assert isinstance(fields, KeyCreate)
-    key, secret = await _accounts(request).store.create_key(
+    accounts = _accounts(request)
+    team_id = None if fields.team is None else (await _team_or_404(accounts, fields.team)).id
+    key, secret = await accounts.store.create_key(
         fields.name,
         owner=fields.owner,
         allowed_models=fields.allowed_models or (),
@@ -73,6 +128,8 @@ async def create_key(request: Request) -> dict[str, Any]:
         tpm=fields.tpm,
         quota_tokens=fields.quota_tokens,
         expires_at=None if fields.expires_at is None else as_utc(fields.expires_at),
+        team_id=team_id,
+        max_spend=money(fields.max_spend, "max_spend"),
     )
     return {**key.to_public(), "key": secret}
 
@@ -99,6 +156,12 @@ async def update_key(key_id: str, request: Request) -> dict[str, Any]:
         changes["expires_at"] = as_utc(changes["expires_at"])
     if changes.get("name", "") is None or changes.get("disabled", False) is None:
         raise InvalidRequestError("`name` and `disabled` cannot be null.")
+    if "max_spend" in changes:
+        changes["max_spend"] = money(changes["max_spend"], "max_spend")
+    if changes.get("team") is not None:
+        changes["team_id"] = (await _team_or_404(accounts, changes.pop("team"))).id
+    elif "team" in changes:
+        changes["team_id"] = changes.pop("team")
     updated = await accounts.store.update_key(key.id, changes)
     accounts.forget_cached_keys()
     assert updated is not None
@@ -133,6 +196,76 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         ) from None
 
 
+@router.post("/teams", status_code=201)
+async def create_team(request: Request) -> dict[str, Any]:
+    fields: TeamCreate = await _body(request, TeamCreate)
+    accounts = _accounts(request)
+    team = await accounts.credits.ledger.create_team(
+        fields.name,
+        balance=money(fields.balance, "balance") or 0,
+        daily_budget=money(fields.daily_budget, "daily_budget"),
+        monthly_budget=money(fields.monthly_budget, "monthly_budget"),
+    )
+    return team.to_public(accounts.credits.config.currency)
+
+
+@router.get("/teams")
+async def list_teams(request: Request) -> dict[str, Any]:
+    accounts = _accounts(request)
+    currency = accounts.credits.config.currency
+    teams = await accounts.credits.ledger.list_teams()
+    return {"object": "list", "data": [team.to_public(currency) for team in teams]}
+
+
+@router.get("/teams/{name}")
+async def show_team(name: str, request: Request) -> dict[str, Any]:
+    accounts = _accounts(request)
+    return (await _team_or_404(accounts, name)).to_public(accounts.credits.config.currency)
+
+
+@router.post("/teams/{name}/topup")
+async def top_up(name: str, request: Request) -> dict[str, Any]:
+    """Add `amount` to the balance (kind `refund` or `adjustment`: may be negative)."""
+    fields: TopUp = await _body(request, TopUp)
+    accounts = _accounts(request)
+    team = await _team_or_404(accounts, name)
+    amount = money(fields.amount, "amount", signed=fields.kind == "adjustment") or 0
+    updated = await accounts.credits.ledger.move(team.id, fields.kind, amount, fields.note)
+    return updated.to_public(accounts.credits.config.currency)
+
+
+@router.get("/teams/{name}/ledger")
+async def team_ledger(name: str, request: Request, limit: int = 100) -> dict[str, Any]:
+    accounts = _accounts(request)
+    team = await _team_or_404(accounts, name)
+    rows = await accounts.credits.ledger.entries(team.id, min(max(limit, 1), 10_000))
+    data = [
+        {
+            **row,
+            "amount": format_money(row["amount"]),
+            "created_at": as_utc(row["created_at"]).isoformat(),
+        }
+        for row in rows
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.post("/codes", status_code=201)
+async def create_codes(request: Request) -> dict[str, Any]:
+    """`count` redemption codes worth `value` each, shown only in this answer."""
+    fields: CodesCreate = await _body(request, CodesCreate)
+    value = money(fields.value, "value") or 0
+    codes = await _accounts(request).credits.ledger.create_codes(value, fields.count)
+    return {"object": "list", "value": format_money(value), "data": codes}
+
+
+@router.get("/ledger/verify")
+async def verify_ledger(request: Request) -> dict[str, Any]:
+    """Every stored balance and hold recomputed from the rows; `ok` when all agree."""
+    differences = await _accounts(request).credits.ledger.verify()
+    return {"ok": not differences, "differences": [vars(item) for item in differences]}
+
+
 @router.get("/usage")
 async def usage(
     request: Request,
@@ -140,11 +273,15 @@ async def usage(
     model: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    group_by: Literal["day", "key", "model"] | None = None,
-) -> dict[str, Any]:
-    """Totals of recorded requests (requests, inputs, prompt_tokens, errors)."""
+    group_by: Literal["day", "key", "model", "team"] | None = None,
+    team: str | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    """Totals of recorded requests (requests, inputs, tokens, errors, cost);
+    `format=csv` answers the same rows as CSV."""
     accounts = _accounts(request)
     key_id = None if key is None else (await _key_or_404(accounts, key)).id
+    team_id = None if team is None else (await _team_or_404(accounts, team)).id
     await accounts.recorder.flush()
     rows = await accounts.store.usage(
         key_id=key_id,
@@ -152,7 +289,11 @@ async def usage(
         since=_parse_time(since, "since"),
         until=_parse_time(until, "until"),
         group_by=group_by,
+        team_id=team_id,
     )
+    rows = [{**row, "cost": format_money(row["cost"])} for row in rows]
+    if format == "csv":
+        return Response(usage_csv(rows), media_type="text/csv")
     return {
         "object": "usage",
         "group_by": group_by,
