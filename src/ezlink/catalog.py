@@ -43,25 +43,32 @@ def build_media_model(config: MediaModelConfig) -> ServedModel:
     return WhisperModel(config)
 
 
+def build_local_model(
+    config: LocalModelConfig | GgufModelConfig | MediaModelConfig, settings: Settings
+) -> ServedModel:
+    """A model that runs in this process, of any kind."""
+    if isinstance(config, LocalModelConfig):
+        return LocalModel(config, settings.server.limits)
+    if isinstance(config, GgufModelConfig):
+        return build_gguf_model(config)
+    return build_media_model(config)
+
+
 def build_models(settings: Settings) -> list[ServedModel]:
-    """One served model per configured model, in config order."""
+    """One served model per configured model, in config order: the local ones
+    first, so that routed models can route to them (`local: ID`)."""
     local = {
-        config.id: LocalModel(config, settings.server.limits)
+        config.id: build_local_model(config, settings)
         for config in settings.models
-        if isinstance(config, LocalModelConfig)
+        if not isinstance(config, RoutedModelConfig)
     }
     endpoints = build_endpoints(settings.upstreams)
-    models: list[ServedModel] = []
-    for config in settings.models:
-        if isinstance(config, LocalModelConfig):
-            models.append(local[config.id])
-        elif isinstance(config, RoutedModelConfig):
-            models.append(RoutedModel(config, endpoints, local, limits=settings.server.limits))
-        elif isinstance(config, GgufModelConfig):
-            models.append(build_gguf_model(config))
-        else:
-            models.append(build_media_model(config))
-    return models
+    return [
+        RoutedModel(config, endpoints, local, limits=settings.server.limits)
+        if isinstance(config, RoutedModelConfig)
+        else local[config.id]
+        for config in settings.models
+    ]
 
 
 def models_needed_by(model: ServedModel) -> list[ServedModel]:

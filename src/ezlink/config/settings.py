@@ -17,7 +17,7 @@ from pydantic import (
 from ezlink.config.accounts import AccountsConfig, BillingConfig
 from ezlink.config.base import Strict
 from ezlink.config.defaults import ModelConfig, default_models
-from ezlink.config.models import MODEL_KINDS, LocalModelConfig
+from ezlink.config.models import MODEL_KINDS
 from ezlink.config.server import ServerConfig
 from ezlink.config.upstreams import RoutedModelConfig, UpstreamConfig
 from ezlink.errors import ConfigError
@@ -48,7 +48,7 @@ class Settings(Strict):
         upstreams = {u.name: u for u in self.upstreams}
         if len(upstreams) != len(self.upstreams):
             raise ValueError("upstream names must be unique")
-        local = {m.id for m in self.models if isinstance(m, LocalModelConfig)}
+        local = {m.id for m in self.models if not isinstance(m, RoutedModelConfig)}
         for model in self.models:
             if not isinstance(model, RoutedModelConfig):
                 continue

@@ -23,9 +23,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ezlink.engine.generation_types import Delta, Generation, GenerationRequest, Usage
+from ezlink.engine.types import CHAT, COMPLETIONS, Capability, Generator
 from ezlink.errors import EzlinkError, UpstreamError
 from ezlink.upstreams.client import UpstreamCallFailed
 from ezlink.upstreams.endpoint import UpstreamEndpoint
@@ -66,9 +67,7 @@ class RoutedGeneration:
 
     @property
     def response(self) -> dict[str, Any] | None:
-        generation = self._started.generation if self._started is not None else None
-        response = getattr(generation, "response", None)
-        return response if isinstance(response, dict) else None
+        return self._started.generation.response if self._started is not None else None
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         if self._deltas is None:
@@ -156,14 +155,14 @@ class RoutedGeneration:
 
     async def _start_locally(self, route: Route) -> _Started:
         local = route.local
-        generate = getattr(local, "generate", None)
-        if local is None or generate is None:
-            error = UpstreamError(f"The local model `{route.target}` does not generate text.")
+        family: Capability = CHAT if self._request.kind == "chat" else COMPLETIONS
+        if local is None or family not in local.card.capabilities:
+            error = UpstreamError(f"The local model `{route.target}` does not serve {family}.")
             raise RouteFailed(error, circuit_open=True)
         generation: Generation | None = None
         try:
             local.check_room()
-            generation = generate(self._request)
+            generation = cast(Generator, local).generate(self._request)
             assert generation is not None
             deltas = aiter(generation)
             first = await anext(deltas, None)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ezlink.config import RetryConfig
-from ezlink.engine.types import Embedder
+from ezlink.engine.types import ServedModel
 from ezlink.errors import EzlinkError, UpstreamUnavailableError
 from ezlink.upstreams.client import UpstreamCallFailed, UpstreamUnreachable
 from ezlink.upstreams.endpoint import UpstreamEndpoint
@@ -23,7 +23,7 @@ class Route:
     weight: float
     endpoint: UpstreamEndpoint | None = None
     upstream_model: str = ""
-    local: Embedder | None = None
+    local: ServedModel | None = None
 
 
 class RouteFailed(Exception):

@@ -31,7 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from ezlink.engine.types import (
     EmbedRequest,
     EmbedResult,
     ModelCard,
+    ServedModel,
 )
 from ezlink.errors import (
     EzlinkError,
@@ -110,7 +111,7 @@ class RoutedModel(MediaRelay):
         self,
         config: RoutedModelConfig,
         endpoints: Mapping[str, UpstreamEndpoint],
-        local_models: Mapping[str, Embedder],
+        local_models: Mapping[str, ServedModel],
         rng: random.Random | None = None,
         limits: RequestLimitsConfig | None = None,
     ) -> None:
@@ -140,7 +141,7 @@ class RoutedModel(MediaRelay):
     def _route(
         route: RouteConfig,
         endpoints: Mapping[str, UpstreamEndpoint],
-        local_models: Mapping[str, Embedder],
+        local_models: Mapping[str, ServedModel],
     ) -> Route:
         if route.local is not None:
             return Route(
@@ -167,7 +168,7 @@ class RoutedModel(MediaRelay):
             await endpoint.client.close()
 
     @property
-    def local_models(self) -> list[Embedder]:
+    def local_models(self) -> list[ServedModel]:
         """The local models this model may route to."""
         return [route.local for route in self.routes if route.local is not None]
 
@@ -301,9 +302,12 @@ class RoutedModel(MediaRelay):
         )
         return EmbedResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=tokens)
 
-    async def _embed_locally(self, model: Embedder, request: EmbedRequest) -> EmbedResult:
+    async def _embed_locally(self, model: ServedModel, request: EmbedRequest) -> EmbedResult:
+        if EMBEDDINGS not in model.card.capabilities:
+            error = UpstreamError(f"The local model `{model.card.id}` does not embed.")
+            raise RouteFailed(error, circuit_open=True)
         try:
-            return await model.embed(request)
+            return await cast(Embedder, model).embed(request)
         except EzlinkError as exc:
             if exc.status_code < 500:
                 raise

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ezlink.config import RequestLimitsConfig, RetryConfig, RoutedModelConfig
+from ezlink.engine.generation_types import GenerationRequest
 from ezlink.engine.rules import check_token_limits
 from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
 from ezlink.errors import InvalidRequestError, OverloadedError
@@ -20,6 +21,7 @@ from ezlink.upstreams.routing import (
     count_tokens,
     weighted_order,
 )
+from tests.support.fake_generator import EchoGenerator
 
 
 def route(target: str, weight: float) -> Route:
@@ -124,3 +126,23 @@ async def test_every_local_route_overloaded_is_the_last_routes_503() -> None:
     with pytest.raises(OverloadedError) as raised:
         await model.embed(EmbedRequest(texts=["a"]))
     assert raised.value.status_code == 503
+
+
+async def test_a_chat_request_goes_to_the_local_route_that_generates() -> None:
+    """An embeddings model on a chat route is skipped; the generator answers."""
+    embedder, generator = FakeLocal("embedder"), EchoGenerator("local-chat")
+    config = RoutedModelConfig.model_validate(
+        {
+            "kind": "upstream",
+            "id": "routed",
+            "routes": [{"local": "embedder"}, {"local": "local-chat", "weight": 0}],
+        }
+    )
+    model = RoutedModel(config, {}, {"embedder": embedder, "local-chat": generator})
+    request = GenerationRequest(
+        kind="chat", model="routed", body={}, messages=({"role": "user", "content": "hi you"},)
+    )
+    generation = model.generate(request)
+    text = "".join([delta.content or "" async for delta in generation])
+    assert text == "hi you" and embedder.calls == 0
+    assert generation.usage.completion_tokens == 2
