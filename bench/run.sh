@@ -7,10 +7,40 @@
 #   (c) infinity-emb serving the same local model (its own venv), if installable
 #   (d) a naive FastAPI + SentenceTransformer server
 # BENCH_QUICK=1: a short run for development. Results: bench/results/*.jsonl.
+# Optional steps instead of the default run (see bench/README.md):
+#   bash bench/run.sh relay   chat relay: ezlink vs LiteLLM proxy vs direct (bench/relay.py)
+#   bash bench/run.sh chat    local chat: ezlink vs raw llama.cpp vs naive (bench/chat_local.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
+LITELLM_VENV=bench/.venv-litellm
+case "${1:-}" in
+  relay)
+    mkdir -p bench/results
+    if [[ ! -x "$LITELLM_VENV/bin/litellm" ]]; then
+      python3 -m venv "$LITELLM_VENV" && "$LITELLM_VENV/bin/pip" install -q 'litellm[proxy]' \
+        > bench/results/litellm-install.log 2>&1 || rm -rf "$LITELLM_VENV"
+    fi
+    if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+      ARGS=(--requests 100 --saturation 1000 --repeats 1)
+    else
+      ARGS=(--requests 300 --saturation 3000 --repeats 3)
+    fi
+    exec $PY bench/relay.py "${ARGS[@]}" --out "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-relay.jsonl"
+    ;;
+  chat)
+    mkdir -p bench/results
+    if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
+      ARGS=(--clients 1,4 --rounds 1 --raw-streams 4 --ttft-requests 5 --repeats 1)
+    else
+      ARGS=(--clients 1,4,16 --rounds 2 --raw-streams 8 --ttft-requests 20 --repeats 2)
+    fi
+    exec $PY bench/chat_local.py "${ARGS[@]}" --out "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-chat.jsonl"
+    ;;
+  "") ;;
+  *) echo "usage: bash bench/run.sh [relay|chat]" >&2; exit 2 ;;
+esac
 INFINITY_VENV=bench/.venv-infinity
 MODEL=all-minilm-l6-v2
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
