@@ -13,7 +13,10 @@ and stop-string matching), so that at temperature 0 both give the same text;
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -133,21 +136,45 @@ def log_softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return shifted - math.log(float(np.exp(shifted).sum()))
 
 
+@functools.cache
+def silence_llama_cpp_log() -> None:
+    """Drop llama.cpp's own log lines (model loading chatter), once per process."""
+    import ctypes
+
+    import llama_cpp
+
+    global _QUIET_LOG  # the callback must live as long as the library uses it
+    _QUIET_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+    llama_cpp.llama_log_set(_QUIET_LOG, ctypes.c_void_p(0))
+
+
+_QUIET_LOG: object = None
+
+
 class LlamaRuntime:
     """One GGUF model in one llama.cpp context."""
 
     def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 2) -> None:
         from llama_cpp import Llama
 
+        silence_llama_cpp_log()
         self.path = path
-        self.llama: Llama = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            verbose=False,
-        )
+        # Not verbose=False: that points the process's stderr (file descriptor 2)
+        # at /dev/null while the model loads, and every log line other threads
+        # write meanwhile is lost (a failed bind's error was, in a test). What
+        # verbose=True prints goes through sys.stdout/sys.stderr, redirected
+        # here for the load only; the logging handlers keep the real stream.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            self.llama: Llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=True,
+            )
+        self.llama.verbose = False
         self.n_ctx = self.llama.n_ctx()
+        self.threads = n_threads
         self.chat_template: str | None = self.llama.metadata.get("tokenizer.chat_template")
         self._formatter: Jinja2ChatFormatter | None = None
         if self.chat_template:
@@ -213,9 +240,11 @@ class LlamaRuntime:
         prompt: Sequence[int],
         options: DecodeOptions,
         cancelled: Callable[[], bool] = lambda: False,
+        threads: Callable[[], int] | None = None,
     ) -> Iterator[Step]:
         """Sample tokens after `prompt`, one Step each; `cancelled` is asked
-        before every token, so a cancelled sequence stops within one."""
+        before every token, so a cancelled sequence stops within one, and
+        `threads` (when given) how many threads the next token may use."""
         import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -248,6 +277,8 @@ class LlamaRuntime:
         )
         try:
             while not cancelled():
+                if threads is not None:
+                    self.use_threads(threads())
                 try:
                     token = next(generator)
                 except StopIteration:
@@ -277,6 +308,15 @@ class LlamaRuntime:
                 yield Step(token, piece, logprob)
         finally:
             generator.close()
+
+    def use_threads(self, count: int) -> None:
+        """Threads for the next decode (the prompt's prefill included); cheap
+        (it sets a field of the context), so it may change between tokens."""
+        if count != self.threads:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self.llama.ctx, count, count)
+            self.threads = count
 
     def _decoded(self, completion: list[int]) -> str:
         return self.llama.detokenize(completion).decode("utf-8", errors="replace")

@@ -101,6 +101,15 @@ class LocalGenerator:
     def n_ctx(self) -> int:
         return self.runtime.n_ctx
 
+    def threads_now(self) -> int:
+        """Threads for a sequence's next token: every core while it runs alone
+        (prefill and decoding both scale with threads), its share while
+        others run (contexts that would fight over cores stall each other).
+        Only with `threads: 0` (automatic); a set `threads` is kept."""
+        if self.config.threads or self.scheduler is None or self.scheduler.in_flight > 1:
+            return self.threads
+        return max(self.threads, os.cpu_count() or 1)
+
     async def start(self) -> None:
         """Load the contexts (off the event loop) and start the scheduler."""
 
@@ -265,13 +274,15 @@ def _logprob_entry(step: Step) -> dict[str, Any] | None:
     }
 
 
-def _decode_choices(plan: _Plan) -> Callable[[LlamaRuntime, Callable[[], bool]], Iterator[tuple[int, Step]]]:
+def _decode_choices(
+    plan: _Plan, threads: Callable[[], int]
+) -> Callable[[LlamaRuntime, Callable[[], bool]], Iterator[tuple[int, Step]]]:
     """The work of a request on its slot: the choices one after another (the
     second reuses the prompt already in the context's KV cache)."""
 
     def work(runtime: LlamaRuntime, cancelled: Callable[[], bool]) -> Iterator[tuple[int, Step]]:
         for choice, options in enumerate(plan.options):
-            for step in runtime.decode(plan.prompt_ids, options, cancelled):
+            for step in runtime.decode(plan.prompt_ids, options, cancelled, threads):
                 yield choice, step
 
     return work
@@ -327,7 +338,7 @@ class LocalGeneration:
         if self._closed:
             return
         assert model.scheduler is not None
-        self._stream = model.scheduler.submit(_decode_choices(plan))
+        self._stream = model.scheduler.submit(_decode_choices(plan, model.threads_now))
         chat = request.kind == "chat"
         current = -1
         pending: list[dict[str, Any]] = []

@@ -17,9 +17,11 @@ class Banner:
     def text(self) -> str:
         lines = [f"ezlink serving on {self.url}", f"  auth:    {self.auth}"]
         for model in self.models:
-            dims = f"{model['dimensions']} dims" if model["dimensions"] else "dims from upstream"
+            serves = ", ".join(model["serves"])
+            if model["dimensions"]:
+                serves += f", {model['dimensions']} dims"
             names = ", ".join(model["names"])
-            lines.append(f"  model:   {model['id']} ({dims}) as {names}")
+            lines.append(f"  model:   {model['id']} ({serves}) as {names}")
         lines.append(f"  probes:  {self.url}/health  {self.url}/ready  metrics: {self.url}/metrics")
         return "\n".join(lines)
 
@@ -36,6 +38,7 @@ def build_banner(registry: ModelRegistry, host: str, port: int, master_key_set: 
                 "id": model.card.id,
                 "names": list(model.card.public_names),
                 "dimensions": model.card.dimension,
+                "serves": sorted(model.card.capabilities),
             }
             for model in registry.models
         ],

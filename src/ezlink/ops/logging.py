@@ -89,6 +89,8 @@ def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) 
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        # Whatever level an earlier uvicorn.Config gave it, ours applies.
+        logger.setLevel(logging.NOTSET)
     logging.getLogger("uvicorn.access").disabled = True
     # Chatter at info that says nothing to an operator (alembic lists its plugins).
     for name in QUIET_LIBRARIES:
