@@ -41,6 +41,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     loader = ModelLoader(registry, on_loaded=lambda: metrics.attach_to_engine(registry))
     # Keys, limits and usage; connects (and migrates) in the lifespan.
     accounts = Accounts.from_config(settings.accounts)
+    # Prices and billing rules, read once: a price change needs a restart (or
+    # a new process), so requests admitted before it keep their price.
+    accounts.credits.configure(settings.billing, settings.models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -57,13 +57,11 @@ class Credits:
         self.ledger = ledger
         self.config = BillingConfig()
         self.prices = PriceBook({})
-        self.configured = False
 
     def configure(self, config: BillingConfig, models: object) -> None:
         """Take the billing settings and the models' prices (once, from the settings)."""
         self.config = config
         self.prices = PriceBook.from_models(models if isinstance(models, list) else [])
-        self.configured = True
 
     def price(self, model: str) -> PriceConfig | None:
         return self.prices.price(model)

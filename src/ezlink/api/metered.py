@@ -37,7 +37,7 @@ from ezlink.api.auth import Principal
 from ezlink.api.protocol.common import parse_json_object
 from ezlink.api.state import app_state, request_facts
 from ezlink.engine.generation_types import Usage
-from ezlink.engine.types import EMBEDDINGS, IMAGES, SPEECH, Capability, ServedModel
+from ezlink.engine.types import Capability, ServedModel
 from ezlink.errors import ClientClosedRequest, EzlinkError, ModelNotFoundError, OverloadedError
 
 T = TypeVar("T")
@@ -61,43 +61,6 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     if not task.done() or task.cancelled():
         raise ClientClosedRequest
     return task.result()
-
-
-# Tokens a text input may add beyond one per byte: the special tokens a
-# model wraps each input in ([CLS] ... [SEP]).
-SPECIAL_TOKENS_PER_INPUT = 2
-
-
-def embeddings_token_bound(body: dict[str, Any]) -> int:
-    """The most tokens an embeddings request can count, from its own size: a
-    token is at least one byte of its text (plus each input's special
-    tokens); token-id inputs count exactly."""
-    value = body.get("input")
-    items = value if isinstance(value, list) else [value]
-    if items and all(isinstance(item, int) for item in items):
-        return len(items)
-    total = 0
-    for item in items:
-        if isinstance(item, str):
-            total += len(item.encode("utf-8", "surrogateescape")) + SPECIAL_TOKENS_PER_INPUT
-        elif isinstance(item, list):
-            total += len(item)
-    return total
-
-
-def units_bound(family: Capability, body: dict[str, Any], inputs: int) -> Units:
-    """The units a request asks for, as far as its body says before it runs:
-    n images (at the size and quality asked), the characters to speak. Audio
-    in is measured only once decoded: its hold is its per-request price."""
-    if family == IMAGES:
-        return Units(
-            images=max(inputs, 1),
-            image_size=_text(body, "size"),
-            image_quality=_text(body, "quality"),
-        )
-    if family == SPEECH:
-        return Units(characters=len(_text(body, "input") or ""))
-    return Units()
 
 
 def token_counts(usage: Usage) -> TokenCounts:
@@ -168,36 +131,19 @@ class MeteredCall:
         self.facts.inputs = inputs
 
     async def admit(
-        self,
-        *,
-        user: str | None = None,
-        stream: bool = False,
-        reserve_tokens: int = 0,
-        hold_units: Units | None = None,
+        self, *, user: str | None = None, stream: bool = False, bound: Bound | None = None
     ) -> None:
         """Quota, rate limits and credits (429 past them); from here on usage
-        is settled however the request ends. `reserve_tokens` (a generation's
-        prompt bound and max_tokens; for embeddings, a bound from the inputs'
-        size) are taken from the key's TPM and quota now, and the most the
-        request may cost is held from its team's balance; all are settled to
-        the real count. `hold_units`: the units a request asks for (n images,
-        characters of speech), for the hold of families priced by unit."""
+        is settled however the request ends. `bound` is the most the request
+        may use, known before it runs (its route says how: tokens in and out,
+        or units such as n images): its tokens are taken from the key's TPM
+        and quota now and its most cost is held from its team's balance; all
+        are settled to the real count."""
         # A refused admission records itself (accounts.admit).
         self._admission_tried = True
         accounts = self.state.accounts
-        if not accounts.credits.configured:
-            accounts.credits.configure(self.state.settings.billing, self.state.settings.models)
         model = self.facts.model or ""
-        if self.family == EMBEDDINGS and not reserve_tokens:
-            reserve_tokens = embeddings_token_bound(self.body)
-            bound = Bound(prompt_tokens=reserve_tokens)
-        elif reserve_tokens:
-            # A generation: its prompt is at most one token per body byte, its
-            # output at most the reservation (n x max_tokens).
-            body_bytes = len(await self.request.body())
-            bound = Bound(prompt_tokens=body_bytes, output_tokens=reserve_tokens)
-        else:
-            bound = Bound(units=hold_units or units_bound(self.family, self.body, self.inputs))
+        bound = bound or Bound()
         self.meter = await accounts.admit(
             key_id=self.principal.key_id,
             limits=self.principal.limits,
@@ -207,7 +153,7 @@ class MeteredCall:
             request_id=self.facts.request_id,
             family=self.family,
             stream=stream,
-            reserve_tokens=reserve_tokens,
+            reserve_tokens=bound.prompt_tokens + bound.output_tokens,
             price=accounts.credits.price(model),
             bound=bound,
         )

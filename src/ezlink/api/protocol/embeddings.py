@@ -135,6 +135,28 @@ def parse_embeddings_fields(data: dict[str, Any], limits: RequestLimitsConfig) -
     )
 
 
+# Tokens a text input may add beyond one per byte: the special tokens a
+# model wraps each input in ([CLS] ... [SEP]).
+SPECIAL_TOKENS_PER_INPUT = 2
+
+
+def embeddings_token_bound(body: dict[str, Any]) -> int:
+    """The most tokens an embeddings request can count, from its own size: a
+    token is at least one byte of its text (plus each input's special
+    tokens); token-id inputs count exactly."""
+    value = body.get("input")
+    items = value if isinstance(value, list) else [value]
+    if items and all(isinstance(item, int) for item in items):
+        return len(items)
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(item.encode("utf-8", "surrogateescape")) + SPECIAL_TOKENS_PER_INPUT
+        elif isinstance(item, list):
+            total += len(item)
+    return total
+
+
 def render_embeddings(model: str, result: EmbedResult, encoding_format: EncodingFormat) -> bytes:
     """The response body, encoded straight from the numpy rows."""
     vectors = result.vectors

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ezlink.accounts.billing import Bound
 from ezlink.accounts.service import TokenCounts, Units
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.metered import MeteredCall
@@ -120,7 +121,7 @@ async def create_speech(
         name, speech = parse_speech(await call.json_body())
         call.counted(1)
         model = cast(Speaker, call.pick(name))
-        await call.admit()
+        await call.admit(bound=Bound(units=Units(characters=len(speech.input))))
         chunks = await call.run(model.speak(speech))
         # Billed per character asked for, once the audio has started.
         stream = AudioStream(call, chunks, Units(characters=len(speech.input)))

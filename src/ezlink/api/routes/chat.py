@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from ezlink.accounts.billing import Bound
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.metered import MeteredCall, token_counts
 from ezlink.api.protocol.chat import parse_chat_request, parse_completion_request
@@ -24,23 +25,21 @@ from ezlink.engine.types import CHAT, COMPLETIONS, Capability, Generator
 
 router = APIRouter()
 
-# Completion tokens reserved against a key's TPM when neither the request
-# (max_tokens) nor the model says how many it may produce.
+# Completion tokens held for a request when neither it (max_tokens) nor the
+# model says how many it may produce.
 DEFAULT_RESERVED_COMPLETION = 1024
-# Bytes of request body per prompt token, for the reservation before any
-# tokenizer ran (a generous bound: English runs ~4 bytes a token).
-BYTES_PER_TOKEN = 4
 
 
-def reservation(request: GenerationRequest, body_bytes: int, model: Generator) -> int:
-    """Tokens the request may use at most: its prompt (bounded from its size) and
-    n answers of max_tokens (or the model's own bound)."""
+def generation_bound(request: GenerationRequest, body_bytes: int, model: Generator) -> Bound:
+    """The most a generation may use, before it runs: a prompt of at most one
+    token per byte of its body (a token is at least one byte of text), and n
+    answers of max_tokens (or the model's own bound)."""
     completion = (
         request.sampling.max_tokens
         or model.card.max_output_tokens
         or DEFAULT_RESERVED_COMPLETION
     )
-    return body_bytes // BYTES_PER_TOKEN + request.n * completion
+    return Bound(prompt_tokens=body_bytes, output_tokens=request.n * completion)
 
 
 async def collect(generation: Generation, collector: Collector) -> None:
@@ -65,7 +64,7 @@ async def answer(
         await call.admit(
             user=parsed.user,
             stream=parsed.stream,
-            reserve_tokens=reservation(parsed, len(await request.body()), model),
+            bound=generation_bound(parsed, len(await request.body()), model),
         )
         generation = model.generate(parsed)
         reply = Answer(parsed.kind, parsed.model)

@@ -7,10 +7,15 @@ from typing import cast
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from ezlink.accounts.billing import Bound
 from ezlink.accounts.service import TokenCounts
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.metered import MeteredCall
-from ezlink.api.protocol.embeddings import parse_embeddings_fields, render_embeddings
+from ezlink.api.protocol.embeddings import (
+    embeddings_token_bound,
+    parse_embeddings_fields,
+    render_embeddings,
+)
 from ezlink.engine.types import EMBEDDINGS, Embedder
 
 router = APIRouter()
@@ -26,7 +31,8 @@ async def create_embeddings(
         )
         call.counted(parsed.request.count)
         model = cast(Embedder, call.pick(parsed.model))
-        await call.admit(user=parsed.request.user)
+        bound = Bound(prompt_tokens=embeddings_token_bound(call.body))
+        await call.admit(user=parsed.request.user, bound=bound)
         result = await call.run(model.embed(parsed.request))
         call.succeeded(TokenCounts(prompt=result.prompt_tokens))
     return Response(

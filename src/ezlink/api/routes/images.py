@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from ezlink.accounts.billing import Bound
 from ezlink.accounts.service import TokenCounts, Units
 from ezlink.api.auth import Principal, require_principal
 from ezlink.api.metered import MeteredCall
@@ -30,9 +31,11 @@ UPLOAD_PATHS = ("/v1/images/edits", "/v1/images/variations")
 async def make_images(call: MeteredCall, parsed: ImageRequest) -> Response:
     call.counted(parsed.n)
     model = cast(ImageMaker, call.pick(parsed.model))
-    await call.admit(
-        user=parsed.fields.get("user") if isinstance(parsed.fields.get("user"), str) else None
+    user = parsed.fields.get("user")
+    bound = Bound(
+        units=Units(images=parsed.n, image_size=parsed.size, image_quality=parsed.quality)
     )
+    await call.admit(user=user if isinstance(user, str) else None, bound=bound)
     result = await call.run(model.make_images(parsed, b64=parsed.response_format == "b64_json"))
     body: dict[str, Any] = result.body
     size, quality = body.get("size"), body.get("quality")
