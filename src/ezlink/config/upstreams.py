@@ -10,7 +10,7 @@ from pydantic import (
 )
 
 from ezlink.config.accounts import PriceConfig
-from ezlink.config.base import ANTHROPIC_VERSION, OPENAI_MAX_INPUTS, Strict
+from ezlink.config.base import ANTHROPIC_VERSION, OPENAI_MAX_INPUTS, PublicModel, Strict
 
 
 class BreakerConfig(Strict):
@@ -113,13 +113,10 @@ class RetryConfig(Strict):
     max_retry_after: float = Field(10.0, ge=0)
 
 
-class RoutedModelConfig(Strict):
+class RoutedModelConfig(PublicModel):
     """A public model served by upstreams (and/or local models), with fallback."""
 
     kind: Literal["upstream"]
-    id: str = Field(min_length=1)
-    aliases: list[str] = []
-    owned_by: str = "ezlink"
     routes: list[RouteConfig] = Field(min_length=1)
     retry: RetryConfig = RetryConfig()
     # Seconds one client request may take in all, retries and fallbacks included.
@@ -127,7 +124,3 @@ class RoutedModelConfig(Strict):
     # Shown in the model card; the upstream decides the real width.
     dimension: int | None = Field(None, ge=1)
     price: PriceConfig | None = None
-
-    @property
-    def public_names(self) -> list[str]:
-        return [self.id, *self.aliases]

@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from ezlink.engine.generation_types import Delta, GenerationRequest, Usage
@@ -41,9 +40,8 @@ from ezlink.upstreams.http import (
     UpstreamConnection,
     error_object_fields,
     sanitize_message,
-    status_error,
 )
-from ezlink.upstreams.openai_chat import MAX_ERROR_BYTES, OpenAIGeneration
+from ezlink.upstreams.openai_chat import OpenAIGeneration
 
 # Anthropic's stream error types after which another try may do better.
 RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
@@ -115,22 +113,9 @@ class AnthropicGeneration(OpenAIGeneration):
     def _path(self) -> str:
         return "messages"
 
-    async def _open(self, timeout: httpx.Timeout) -> httpx.Response:
-        """Send the request; the response's head is read, its body not yet."""
-        http = self._connection.http
-        content = orjson.dumps(self._body)
-        request = http.build_request("POST", self._path, content=content, timeout=timeout)
-        self._http = response = await http.send(request, stream=True)
-        if response.status_code >= 300:
-            body = await self._read(response, MAX_ERROR_BYTES)
-            raise status_error(
-                self.upstream,
-                response.status_code,
-                response.headers,
-                body,
-                self._connection.secrets,
-            )
-        return response
+    def _request_body(self) -> dict[str, Any]:
+        """The Messages request, translated when the generation was made."""
+        return self._body
 
     def _whole_deltas(self, content: bytes) -> list[Delta]:
         try:

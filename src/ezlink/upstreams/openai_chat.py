@@ -225,10 +225,14 @@ class OpenAIGeneration:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _request_body(self) -> dict[str, Any]:
+        """What the provider is sent: the client's body, model mapped, usage asked."""
+        return upstream_body(self._request, self._model)
+
     async def _open(self, timeout: httpx.Timeout) -> httpx.Response:
         """Send the request; the response's head is read, its body not yet."""
         http = self._connection.http
-        content = orjson.dumps(upstream_body(self._request, self._model))
+        content = orjson.dumps(self._request_body())
         request = http.build_request("POST", self._path, content=content, timeout=timeout)
         self._http = response = await http.send(request, stream=True)
         if response.status_code >= 300:
