@@ -1,4 +1,4 @@
-"""A generation streamed as server-sent events, settled exactly once.
+"""Streamed answers (a generation as server-sent events, speech as audio), settled exactly once.
 
 Each piece is sent as it arrives (no buffering). After the first piece an
 error can no longer change the status, so it becomes an error event and the
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Protocol
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ezlink.accounts.service import TokenCounts, Units
 from ezlink.api.metered import MeteredCall, token_counts
 from ezlink.api.protocol.chat_render import (
     DONE,
@@ -81,7 +82,7 @@ class GenerationStream:
             self._finish_reason = delta.finish_reason
         return render_chunk(self.answer, delta, with_usage_field=self.include_usage)
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncIterator[bytes]:
         inter_token = self.metrics.inter_token.labels(self.model)
         try:
             if self._first is not None:
@@ -129,12 +130,79 @@ class GenerationStream:
             await self.call.settle_stream(token_counts(usage), error=self._error)
 
 
-class SettledStreamingResponse(StreamingResponse):
-    """Settles its stream even when the client left before the first event was
-    pulled (then the event generator never ran, and its cleanup with it)."""
+class SettledStream(Protocol):
+    """A streamed answer that settles itself: `body()` sends it, `finish()`
+    (idempotent) closes its source and settles."""
 
-    def __init__(self, stream: GenerationStream, **kwargs: Any) -> None:
-        super().__init__(stream.events(), **kwargs)
+    def body(self) -> AsyncIterator[bytes]: ...
+
+    async def finish(self) -> None: ...
+
+
+class AudioStream:
+    """One streamed speech answer: its first piece, its bytes, its settlement."""
+
+    def __init__(self, call: MeteredCall, chunks: AsyncIterator[bytes], units: Units) -> None:
+        self.call = call
+        self.chunks = chunks
+        self.units = units
+        self._first = b""
+        self._error: BaseException | None = ClientClosedRequest()
+        self._settled = False
+
+    async def start(self) -> None:
+        """Wait for the first piece; an error before it is raised (and settled by the call)."""
+        try:
+            self._first = await self.call.run(anext(self.chunks))
+        except StopAsyncIteration:
+            self._first = b""
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _close(self.chunks)
+            raise
+        self.call.hand_over()
+        self.call.first_byte()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            if self._first:
+                yield self._first
+            async for chunk in self.chunks:
+                yield chunk
+            self._error = None
+        except EzlinkError as exc:
+            # After the first byte the status is sent: the audio just ends short.
+            self._error = exc
+        except Exception as exc:
+            logger.error("speech failed (request %s)", self.call.facts.request_id, exc_info=exc)
+            self._error = InternalError("The speech stream failed; the audio is incomplete.")
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Close the audio and settle, once (shielded: Starlette cancels on disconnect)."""
+        if self._settled:
+            return
+        self._settled = True
+        with anyio.CancelScope(shield=True):
+            await _close(self.chunks)
+            if self.call.meter is not None:
+                self.call.meter.units = self.units
+            await self.call.settle_stream(TokenCounts(), error=self._error)
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    """Close a speaker's chunks (an async generator, or any iterator with aclose)."""
+    if isinstance(chunks, AsyncGenerator):
+        await chunks.aclose()
+
+
+class SettledStreamingResponse(StreamingResponse):
+    """Settles its stream even when the client left before the first piece was
+    pulled (then the body generator never ran, and its cleanup with it)."""
+
+    def __init__(self, stream: SettledStream, **kwargs: Any) -> None:
+        super().__init__(stream.body(), **kwargs)
         self.stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -10,14 +10,10 @@ ezlink decoded from the upload, never the client's claim.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import cast
 
-import anyio
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from ezlink.accounts.billing import Bound
 from ezlink.accounts.service import TokenCounts, Units
@@ -30,87 +26,14 @@ from ezlink.api.protocol.audio import (
     read_multipart,
     render_transcription,
 )
+from ezlink.api.streaming import AudioStream, SettledStreamingResponse
 from ezlink.engine.media_types import MediaReply, Speaker, Transcriber
 from ezlink.engine.types import SPEECH, TRANSCRIPTION, TRANSLATION, Capability
-from ezlink.errors import ClientClosedRequest, EzlinkError, InternalError
 
-logger = logging.getLogger(__name__)
 router = APIRouter()
 
 # The multipart routes, whose uploads may exceed server.limits.max_body_bytes.
 UPLOAD_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
-
-
-class AudioStream:
-    """One streamed speech answer: its first piece, its bytes, its settlement."""
-
-    def __init__(self, call: MeteredCall, chunks: AsyncIterator[bytes], units: Units) -> None:
-        self.call = call
-        self.chunks = chunks
-        self.units = units
-        self._first = b""
-        self._error: BaseException | None = ClientClosedRequest()
-        self._settled = False
-
-    async def start(self) -> None:
-        """Wait for the first piece; an error before it is raised (and settled by the call)."""
-        try:
-            self._first = await self.call.run(anext(self.chunks))
-        except StopAsyncIteration:
-            self._first = b""
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _close(self.chunks)
-            raise
-        self.call.hand_over()
-        self.call.first_byte()
-
-    async def body(self) -> AsyncIterator[bytes]:
-        try:
-            if self._first:
-                yield self._first
-            async for chunk in self.chunks:
-                yield chunk
-            self._error = None
-        except EzlinkError as exc:
-            # After the first byte the status is sent: the audio just ends short.
-            self._error = exc
-        except Exception as exc:
-            logger.error("speech failed (request %s)", self.call.facts.request_id, exc_info=exc)
-            self._error = InternalError("The speech stream failed; the audio is incomplete.")
-        finally:
-            await self.finish()
-
-    async def finish(self) -> None:
-        """Close the audio and settle, once (shielded: Starlette cancels on disconnect)."""
-        if self._settled:
-            return
-        self._settled = True
-        with anyio.CancelScope(shield=True):
-            await _close(self.chunks)
-            if self.call.meter is not None:
-                self.call.meter.units = self.units
-            await self.call.settle_stream(TokenCounts(), error=self._error)
-
-
-async def _close(chunks: AsyncIterator[bytes]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-class SpeechResponse(StreamingResponse):
-    """Settles its stream even when the client left before the body started."""
-
-    def __init__(self, stream: AudioStream, **kwargs: Any) -> None:
-        super().__init__(stream.body(), **kwargs)
-        self.stream = stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.stream.finish()
 
 
 @router.post("/v1/audio/speech")
@@ -126,7 +49,7 @@ async def create_speech(
         # Billed per character asked for, once the audio has started.
         stream = AudioStream(call, chunks, Units(characters=len(speech.input)))
         await stream.start()
-        return SpeechResponse(
+        return SettledStreamingResponse(
             stream,
             media_type=SPEECH_CONTENT_TYPES[speech.response_format],
             headers={**call.headers, "Cache-Control": "no-cache"},
