@@ -358,7 +358,13 @@ class LocalGenerator:
     """A local model that generates a fixed answer."""
 
     def __init__(self) -> None:
-        self.card = ModelCard(id="local-gen", public_names=("local-gen",), owned_by="t", created=0)
+        self.card = ModelCard(
+            id="local-gen",
+            public_names=("local-gen",),
+            owned_by="t",
+            created=0,
+            capabilities=frozenset({CHAT, COMPLETIONS}),
+        )
 
     def check_room(self) -> None:
         pass
