@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ezlink.accounts.store.repository import UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,15 @@ def journal_dir(base: Path, database_url: str) -> Path:
     return base / "usage-journal" / digest
 
 
+# The event's fields, read once: dataclasses.asdict deep-copies every value
+# and cost 0.4 ms a request (cProfile of the chat relay), on every request.
+EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(UsageEvent))
+
+
 def encode(event: UsageEvent) -> bytes:
-    data = dataclasses.asdict(event)
+    data = {name: getattr(event, name) for name in EVENT_FIELDS}
     data["created_at"] = event.created_at.isoformat()
-    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+    return orjson.dumps(data) + b"\n"
 
 
 def decode(line: bytes) -> UsageEvent:
