@@ -36,6 +36,7 @@ from ezlink.upstreams.anthropic_translate import (
     parse_usage,
 )
 from ezlink.upstreams.http import (
+    ConnectedClient,
     UpstreamCallFailed,
     UpstreamConnection,
     error_object_fields,
@@ -47,21 +48,8 @@ from ezlink.upstreams.openai_chat import OpenAIGeneration
 RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 
 
-class AnthropicClient:
+class AnthropicClient(ConnectedClient):
     """A ``GenerationClient`` (``upstreams.providers``) for Anthropic's Messages API."""
-
-    def __init__(self, connection: UpstreamConnection) -> None:
-        self.connection = connection
-
-    @property
-    def name(self) -> str:
-        return self.connection.name
-
-    async def open(self) -> None:
-        await self.connection.open()
-
-    async def close(self) -> None:
-        await self.connection.close()
 
     def generate(
         self, request: GenerationRequest, upstream_model: str

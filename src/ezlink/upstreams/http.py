@@ -242,3 +242,21 @@ class UpstreamConnection:
         if self._users == 0 and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+class ConnectedClient:
+    """A provider client over one upstream's pooled connection: its name, and
+    opening and closing the connection; subclasses add what they call."""
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self.connection = connection
+
+    @property
+    def name(self) -> str:
+        return self.connection.name
+
+    async def open(self) -> None:
+        await self.connection.open()
+
+    async def close(self) -> None:
+        await self.connection.close()

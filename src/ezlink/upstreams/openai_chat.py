@@ -44,6 +44,7 @@ from ezlink.engine.token_counting import (
     encoding_ready,
 )
 from ezlink.upstreams.http import (
+    ConnectedClient,
     UpstreamCallFailed,
     UpstreamCallTimedOut,
     UpstreamConnection,
@@ -68,21 +69,8 @@ MAX_WHOLE_ANSWER_BYTES = 32 << 20
 MAX_ERROR_BYTES = 64 << 10
 
 
-class OpenAIChatClient:
+class OpenAIChatClient(ConnectedClient):
     """A ``GenerationClient`` (``upstreams.providers``) for OpenAI-compatible upstreams."""
-
-    def __init__(self, connection: UpstreamConnection) -> None:
-        self.connection = connection
-
-    @property
-    def name(self) -> str:
-        return self.connection.name
-
-    async def open(self) -> None:
-        await self.connection.open()
-
-    async def close(self) -> None:
-        await self.connection.close()
 
     def generate(self, request: GenerationRequest, upstream_model: str) -> OpenAIGeneration:
         """A lazy generation: the call is made when it is first iterated."""
