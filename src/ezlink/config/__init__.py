@@ -17,6 +17,7 @@ from ezlink.config.base import (
     OPENAI_MAX_INPUT_TOKENS,
     OPENAI_MAX_INPUTS,
     OPENAI_MAX_REQUEST_TOKENS,
+    PublicModel,
     Strict,
 )
 from ezlink.config.defaults import (
@@ -78,6 +79,7 @@ __all__ = [
     "PiperModelConfig",
     "Price",
     "PriceConfig",
+    "PublicModel",
     "RequestLimitsConfig",
     "RetryConfig",
     "RouteConfig",

@@ -17,7 +17,6 @@ relayed transcriptions: the duration ezlink heard, never the client's word.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from ezlink.config import ModerationModelConfig, PiperModelConfig, WhisperModelConfig
 from ezlink.engine.audio_types import (
@@ -34,7 +33,7 @@ from ezlink.engine.local_audio import (
     LocalTranscriber,
 )
 from ezlink.engine.media_types import ModerationRequest
-from ezlink.engine.types import MODERATION, SPEECH, TRANSCRIPTION, TRANSLATION, ModelCard
+from ezlink.engine.types import MODERATION, SPEECH, TRANSCRIPTION, TRANSLATION, card_of
 from ezlink.errors import InvalidRequestError
 
 
@@ -51,12 +50,9 @@ class WhisperModel(LocalTranscriber):
             concurrency=config.concurrency,
             max_waiting=config.max_waiting,
         )
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
-            capabilities=frozenset({TRANSCRIPTION, TRANSLATION}),
+        self.card = card_of(
+            config,
+            frozenset({TRANSCRIPTION, TRANSLATION}),
             details={"translation": "English speech to English text"},
         )
 
@@ -86,12 +82,9 @@ class PiperModel(LocalSpeaker):
             concurrency=config.concurrency,
             max_waiting=config.max_waiting,
         )
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
-            capabilities=frozenset({SPEECH}),
+        self.card = card_of(
+            config,
+            frozenset({SPEECH}),
             details={"voices": {name: LOCAL_VOICE for name in (*OPENAI_VOICES, LOCAL_VOICE)}},
         )
 
@@ -105,12 +98,9 @@ class ProfanityModel(LocalModerator):
             concurrency=config.concurrency,
             max_waiting=config.max_waiting,
         )
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
-            capabilities=frozenset({MODERATION}),
+        self.card = card_of(
+            config,
+            frozenset({MODERATION}),
             details={"categories": list(PROFANITY_CATEGORIES), "input_types": ["text"]},
         )
 

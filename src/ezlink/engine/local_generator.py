@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,7 +15,7 @@ from ezlink.backends.llama_cpp import DecodeOptions, LlamaRuntime, Step, locate_
 from ezlink.config import GgufModelConfig
 from ezlink.engine.generation import GenerationScheduler, SequenceStream
 from ezlink.engine.generation_types import Delta, GenerationRequest, Usage
-from ezlink.engine.types import CHAT, COMPLETIONS, ModelCard
+from ezlink.engine.types import CHAT, COMPLETIONS, card_of
 from ezlink.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -78,12 +77,9 @@ class LocalGenerator:
         self.config = config
         self.path = locate_gguf(config.path, config.package)
         self.contexts, self.threads = layout(config)
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
-            capabilities=frozenset({CHAT, COMPLETIONS}),
+        self.card = card_of(
+            config,
+            frozenset({CHAT, COMPLETIONS}),
             max_output_tokens=config.max_tokens or config.default_max_tokens,
             details={"format": "gguf", "file": self.path.name, "context_length": config.n_ctx},
         )

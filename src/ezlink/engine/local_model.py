@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from ezlink.backends.base import EmbeddingBackend
 from ezlink.backends.model_files import ModelFiles, locate_model, read_model_files
@@ -18,7 +17,7 @@ from ezlink.engine.rules import (
     reduce_dimensions,
 )
 from ezlink.engine.tokenization import ModelTokenizer
-from ezlink.engine.types import EmbedRequest, EmbedResult, ModelCard
+from ezlink.engine.types import EMBEDDINGS, EmbedRequest, EmbedResult, card_of
 from ezlink.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -75,11 +74,9 @@ class LocalModel:
         self.max_input_tokens = min(
             config.max_input_tokens or self.files.max_seq_length, limits.max_input_tokens
         )
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
+        self.card = card_of(
+            config,
+            frozenset({EMBEDDINGS}),
             dimension=self.files.dimension,
         )
         self.tokenizer = ModelTokenizer(

@@ -8,6 +8,7 @@ generation's in ``engine.generation_types``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from ezlink.config import PublicModel
     from ezlink.engine.generation_types import Generation, GenerationRequest
 
 InputType = Literal["query", "document"]
@@ -79,6 +81,27 @@ class ModelCard:
     # The most tokens one answer may have, where the model says (text generation).
     max_output_tokens: int | None = None
     details: dict[str, object] = field(default_factory=dict)
+
+
+def card_of(
+    config: PublicModel,
+    capabilities: frozenset[Capability],
+    *,
+    dimension: int | None = None,
+    max_output_tokens: int | None = None,
+    details: dict[str, object] | None = None,
+) -> ModelCard:
+    """The card of a configured model: its names and owner from the config, created now."""
+    return ModelCard(
+        id=config.id,
+        public_names=tuple(config.public_names),
+        owned_by=config.owned_by,
+        created=int(time.time()),
+        capabilities=capabilities,
+        dimension=dimension,
+        max_output_tokens=max_output_tokens,
+        details=details or {},
+    )
 
 
 class ServedModel(Protocol):

@@ -29,7 +29,6 @@ import asyncio
 import functools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -50,8 +49,8 @@ from ezlink.engine.types import (
     Embedder,
     EmbedRequest,
     EmbedResult,
-    ModelCard,
     ServedModel,
+    card_of,
 )
 from ezlink.errors import (
     EzlinkError,
@@ -122,13 +121,10 @@ class RoutedModel(MediaRelay):
             {r.endpoint.name: r.endpoint for r in self.routes if r.endpoint}.values()
         )
         self.rng = rng or random.Random()
-        self.card = ModelCard(
-            id=config.id,
-            public_names=tuple(config.public_names),
-            owned_by=config.owned_by,
-            created=int(time.time()),
+        self.card = card_of(
+            config,
             # The upstream decides what it serves; a family it lacks fails there.
-            capabilities=frozenset({EMBEDDINGS, CHAT, COMPLETIONS, *MEDIA_CAPABILITIES}),
+            frozenset({EMBEDDINGS, CHAT, COMPLETIONS, *MEDIA_CAPABILITIES}),
             dimension=config.dimension,
             details={"routes": [r.target for r in self.routes]},
         )
