@@ -36,17 +36,15 @@ The upstream model name picks a fault:
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.support.threaded_server import ThreadedServer
 
 API_KEY = "sk-ant-test-key-0123456789abcdef"
 SECRET_IN_ERROR = "sk-ant-api03-leaked-secret-0123456789"
@@ -234,25 +232,14 @@ async def stream_events(
     yield sse("message_stop", {"type": "message_stop"})
 
 
-class AnthropicUpstream:
+class AnthropicUpstream(ThreadedServer):
     """The server in a thread; a context manager. ``api_url`` is its ``base_url``."""
 
     def __init__(self, api_key: str = API_KEY) -> None:
         self.api_key = api_key
         self.calls: list[dict[str, Any]] = []
         self.app = Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = int(self._socket.getsockname()[1])
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     def calls_for(self, model: str) -> list[dict[str, Any]]:
         return [c for c in self.calls if c["body"].get("model") == model]
@@ -299,23 +286,3 @@ class AnthropicUpstream:
                 "usage": usage_of(body, output_tokens),
             }
         )
-
-    def start(self) -> AnthropicUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the Anthropic test upstream did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
-
-    def __enter__(self) -> AnthropicUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvicorn
-
-from tests.support.server import free_port
+from tests.support.threaded_server import ThreadedServer
 
 SECRET_IN_ERROR = "sk-upstream-secret-0123456789"
 TOOL_ARGUMENT_PIECES = ('{"city"', ': "Par', 'is"}')
@@ -85,19 +82,14 @@ def error_body(message: str, kind: str, code: str | None = None) -> dict[str, An
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-class ChatUpstream:
+class ChatUpstream(ThreadedServer):
     """The fake upstream in a thread; a context manager. ``received`` lists requests."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            self.app, log_level="critical", interface="asgi3", timeout_graceful_shutdown=1
+        )
         self.received: list[dict[str, Any]] = []
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def api_url(self) -> str:
-        return self.base_url + "/v1"
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         return [r for r in list(self.received) if r["body"].get("model") == model]
@@ -108,37 +100,6 @@ class ChatUpstream:
         while record.get("disconnected_at") is None and time.monotonic() < deadline:
             time.sleep(0.001)
         return record.get("disconnected_at")
-
-    def start(self) -> ChatUpstream:
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="critical",
-            lifespan="off",
-            interface="asgi3",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("chat upstream did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> ChatUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

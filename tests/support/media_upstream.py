@@ -24,18 +24,16 @@ Answers:
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.server import free_port
+from tests.support.threaded_server import ThreadedServer
 
 # The smallest PNG: one transparent pixel.
 PIXEL = base64.b64decode(
@@ -47,14 +45,11 @@ TRANSCRIPT = "Relayed words from the upstream."
 IMAGE_TOKENS = {"input_tokens": 50, "output_tokens": 272, "total_tokens": 322}
 
 
-class MediaUpstream:
+class MediaUpstream(ThreadedServer):
     """The fake upstream in a thread; a context manager. ``received`` lists requests."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.received: list[dict[str, Any]] = []
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/images/generations", self.generations, methods=["POST"]),
@@ -67,36 +62,10 @@ class MediaUpstream:
                 Route("/files/pixel.png", self.pixel, methods=["GET"]),
             ]
         )
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.app)
 
     def last(self, path: str) -> dict[str, Any]:
         return [r for r in self.received if r["path"].endswith(path)][-1]
-
-    def start(self) -> MediaUpstream:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("media upstream did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MediaUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     async def record(self, request: Request) -> dict[str, Any]:
         record: dict[str, Any] = {
